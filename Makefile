@@ -1,0 +1,90 @@
+# Two commands do everything on a fresh Debian machine:
+#   make demo   reflash the simulated hat with a generated image and show its status
+#   make test   ansible-test sanity and units, pytest, molecule
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BUILD := .build
+# The repository root is the collection root; Ansible finds it through this path.
+COLLECTIONS := $(abspath $(BUILD)/collections)
+COLL_LINK := $(COLLECTIONS)/ansible_collections/minicluster/cm4
+# ansible-test resolves its working directory, so it runs in a copy.
+TEST_COPY := $(BUILD)/test/ansible_collections/minicluster/cm4
+APT_PACKAGES := mtools dosfstools fdisk e2fsprogs xz-utils zstd bmap-tools rsync
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := true
+export ANSIBLE_NOCOLOR := $(if $(CI),1,)
+export PYTHONPATH := $(abspath tests):$(COLLECTIONS)
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: all demo test sanity units pytest molecule bench lint build clean apt venv collection
+
+all: test
+
+$(BUILD)/.apt:
+	@mkdir -p $(BUILD)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+apt: $(BUILD)/.apt
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	@touch $@
+
+venv: $(BIN)/.installed
+
+collection: $(COLL_LINK)
+
+$(COLL_LINK):
+	@mkdir -p $(dir $@)
+	@ln -sfn $(abspath .) $@
+
+# ansible-test bootstraps pip in each sanity environment from a download this network does not
+# reach; it takes a pre-seeded file instead.
+GET_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+$(GET_PIP): tools/get_pip_standin.py
+	@mkdir -p $(dir $@)
+	@[ -f $@ ] || cp tools/get_pip_standin.py $@
+
+test-copy: venv
+	@mkdir -p $(TEST_COPY)
+	@rsync -a --delete --exclude .git --exclude $(VENV) --exclude $(BUILD) --exclude tests/output \
+	  --exclude '__pycache__' --exclude .pytest_cache ./ $(TEST_COPY)/
+
+sanity: venv $(GET_PIP) test-copy
+	cd $(TEST_COPY) && $(abspath $(BIN))/ansible-test sanity --local --python 3.11 --color no
+
+units: venv $(GET_PIP) test-copy
+	cd $(TEST_COPY) && $(abspath $(BIN))/ansible-test units --local --python 3.11 --color no
+
+pytest: venv apt collection
+	$(BIN)/pytest -q tests/system
+
+molecule: venv apt collection
+	cd extensions && $(abspath $(BIN))/molecule test --all
+
+lint: venv collection
+	$(BIN)/ansible-lint --profile production
+
+test: sanity units pytest molecule lint
+
+demo: venv apt collection
+	$(BIN)/python tools/demo.py
+
+bench: venv apt collection
+	$(BIN)/python tools/flash_bench.py
+
+build: venv
+	$(BIN)/ansible-galaxy collection build --force --output-path $(BUILD)
+
+clean:
+	rm -rf $(BUILD) tests/output
