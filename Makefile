@@ -18,7 +18,7 @@ export ANSIBLE_NOCOLOR := $(if $(CI),1,)
 export PYTHONPATH := $(abspath tests):$(COLLECTIONS)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all demo test sanity units pytest molecule bench lint build clean apt venv collection
+.PHONY: test-copy all demo test sanity units pytest molecule bench lint build clean apt venv collection
 
 all: test
 
@@ -55,10 +55,12 @@ $(GET_PIP): tools/get_pip_standin.py
 	@mkdir -p $(dir $@)
 	@[ -f $@ ] || cp tools/get_pip_standin.py $@
 
-test-copy: venv
+test-copy: venv apt
 	@mkdir -p $(TEST_COPY)
-	@rsync -a --delete --exclude .git --exclude $(VENV) --exclude $(BUILD) --exclude tests/output \
-	  --exclude '__pycache__' --exclude .pytest_cache ./ $(TEST_COPY)/
+	@rsync -a --delete --exclude /.git --exclude $(VENV) --exclude $(BUILD) --exclude tests/output \
+	  --exclude '__pycache__' --exclude .pytest_cache --exclude .hypothesis ./ $(TEST_COPY)/
+	@# The copy lies inside this checkout, whose git would hide it (.build is ignored): give it its own.
+	@[ -d $(TEST_COPY)/.git ] || git -C $(TEST_COPY) init -q
 
 sanity: venv $(GET_PIP) test-copy
 	cd $(TEST_COPY) && $(abspath $(BIN))/ansible-test sanity --local --python 3.11 --color no

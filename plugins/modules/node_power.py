@@ -16,7 +16,7 @@ description:
     pin, which the firmware cannot report. Sends nothing when a node already is as asked.
   - Every exchange with the RP2040 holds a lock shared by all processes on the controller.
 author:
-  - minicluster.cm4 developers
+  - minicluster.cm4 developers (@minicluster)
 extends_documentation_fragment:
   - minicluster.cm4.hat
 attributes:
@@ -42,8 +42,8 @@ options:
       - V(restarted) switches the node off (when on), waits O(restart_delay) seconds and switches it on. Always changes.
       - V(reset) pulses RUN low for 100 ms, a SoC reset without cutting power. Fails on a node that is off. Always changes.
     type: str
-    choices: [on, off, restarted, reset]
-    default: on
+    choices: ["on", "off", restarted, reset]
+    default: "on"
   boot_mode:
     description:
       - V(usb) asserts nRPIBOOT so the node boots as a USB device (for rpiboot); V(normal) releases it.
@@ -68,12 +68,12 @@ EXAMPLES = r'''
 - name: Power every node on
   minicluster.cm4.node_power:
     nodes: [1, 2, 3, 4]
-    state: on
+    state: "on"
 
 - name: Put node 3 in USB boot for rpiboot
   minicluster.cm4.node_power:
     node: 3
-    state: on
+    state: "on"
     boot_mode: usb
 
 - name: Reset a hung node without cutting its power
@@ -85,7 +85,7 @@ EXAMPLES = r'''
 - name: Power a node off from a play about the nodes
   minicluster.cm4.node_power:
     node: "{{ cm4_slot }}"
-    state: off
+    state: "off"
   delegate_to: "{{ groups['controller'][0] }}"
 '''
 
