@@ -116,6 +116,7 @@ class RP2040Console(object):
         self.selected = None
         self.sent = []
         self._serial = None
+        self._quiet = False
 
     # -- session ----------------------------------------------------------------------------
     def open(self):
@@ -132,6 +133,7 @@ class RP2040Console(object):
                                % (self.port, getattr(exc, 'strerror', None) or exc))
         # Another program may have left the firmware on any channel.
         self.selected = None
+        self._quiet = False
         return self
 
     def close(self):
@@ -150,8 +152,17 @@ class RP2040Console(object):
 
     # -- bytes ------------------------------------------------------------------------------
     def _drain(self):
-        """Discard anything already waiting (a reply nobody read, line noise)."""
+        """Discard anything already waiting (a reply nobody read, line noise).
+
+        The first exchange of a session also waits for the line to go quiet: a process killed
+        mid-exchange may have left a reply in flight. Later ones follow complete replies.
+        """
         self._serial.reset_input_buffer()
+        if self._quiet:
+            while self._serial.in_waiting:
+                self._serial.read(self._serial.in_waiting)
+            return
+        self._quiet = True
         deadline = time.monotonic() + self.timeout
         quiet_since = time.monotonic()
         while time.monotonic() < deadline:
@@ -171,10 +182,16 @@ class RP2040Console(object):
         data = b''
         deadline = time.monotonic() + self.timeout
         while True:
-            found = find_reply(data, echo, pattern)
+            try:
+                found = find_reply(data, echo, pattern)
+            except ConsoleError:
+                # The help text that follows a refusal is still arriving.
+                self._quiet = False
+                raise
             if found:
                 return found
             if time.monotonic() >= deadline:
+                self._quiet = False
                 seen = data.decode('ascii', errors='replace').strip()
                 raise ConsoleError('no reply to %r from the RP2040 on %s within %.1fs (%s); is it running the stock firmware?'
                                    % (command, self.port, self.timeout, 'got %r' % seen[-60:] if seen else 'silent'))
