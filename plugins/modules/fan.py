@@ -243,8 +243,8 @@ def plan(p, current, raw):
         range_bits = emc2301.range_for_rpm(p['target_rpm'])
         count = emc2301.count_from_rpm(p['target_rpm'], range_bits, p['poles'])
         want[emc2301.TACH_TARGET_LOW], want[emc2301.TACH_TARGET_HIGH] = emc2301.target_registers(count)
-    want[emc2301.FAN_CONFIGURATION_1] = emc2301.config1(rpm_control, range_bits, p['poles'],
-                                                         p['update_time_ms'] or c1['update_time_ms'])
+    update_ms = p['update_time_ms'] or c1['update_time_ms']
+    want[emc2301.FAN_CONFIGURATION_1] = emc2301.config1(rpm_control, range_bits, p['poles'], update_ms)
     if p['mode'] == 'pwm':
         want[emc2301.FAN_SETTING] = emc2301.setting_from_percent(p['duty_percent'])
     if p['min_drive_percent'] is not None:
@@ -335,9 +335,9 @@ def main():
             rpm_mode = after[emc2301.FAN_CONFIGURATION_1] & emc2301.CONFIG1_EN_ALGO
             wrong = [r for r in order if after[r] != todo[r] and not (r == emc2301.FAN_SETTING and rpm_mode)]
             if wrong:
-                module.fail_json(msg='EMC2301 at %s: register %s reads back 0x%02x after writing 0x%02x: check the '
-                                     'value (reserved bits) and the chip' % (where, '0x%02x' % wrong[0], after[wrong[0]],
-                                                                              todo[wrong[0]]),
+                reg = wrong[0]
+                module.fail_json(msg='EMC2301 at %s: register 0x%02x reads back 0x%02x after writing 0x%02x: check the '
+                                     'value (reserved bits) and the chip' % (where, reg, after[reg], todo[reg]),
                                  changed=True)
         else:
             after = dict(current)

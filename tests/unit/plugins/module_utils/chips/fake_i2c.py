@@ -98,7 +98,7 @@ class Fake24LC08(object):
 
     def read(self, addr, count):
         out = []
-        for _ in range(count):
+        for _index in range(count):
             out.append(self.data[self.counter])
             self.counter = (self.counter + 1) % 1024
         return out
@@ -158,7 +158,7 @@ class FakeEMC2301(object):
 
     def read(self, addr, count):
         out = []
-        for _ in range(count):
+        for _index in range(count):
             reg = self.pointer
             word = self.tach_count << 3
             if reg == 0x3E:
