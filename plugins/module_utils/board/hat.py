@@ -182,13 +182,14 @@ class Hat(object):
                     self._apply(console, memory, node, results[node]['actions'], stagger)
             finally:
                 memory.save()
-            if any('on' in r['actions'] or 'reset' in r['actions'] for r in results.values()):
-                # Let the eFuse soft-start finish before reading the current back.
-                self.sleep(0.2)
+        if any('on' in r['actions'] or 'reset' in r['actions'] for r in results.values()):
+            # Let the eFuse soft-start finish before reading the current back, without the lock.
+            self.sleep(0.2)
+        with self.console() as console:
             measured = self._currents(console)
-            for node in nodes:
-                results[node]['after']['current_ma'] = measured[node]
-                results[node]['generation'] = memory.data['generation']
+        for node in nodes:
+            results[node]['after']['current_ma'] = measured[node]
+            results[node]['generation'] = memory.data['generation']
         return results
 
     def _apply(self, console, memory, node, actions, stagger):
