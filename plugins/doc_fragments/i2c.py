@@ -15,7 +15,7 @@ options:
       - The I2C bus the hat's chips are on.
       - A bus number (V(1)) or C(/dev/i2c-N) opens the kernel bus with smbus2.
       - C(unix:PATH) talks to a simulated hat over its socket.
-    type: str
+    type: raw
     default: "1"
 requirements:
   - smbus2 on the controller, for a kernel bus

@@ -278,7 +278,7 @@ def changes(current, want):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            i2c_bus=dict(type='str', default='1'),
+            i2c_bus=dict(type='raw', default='1'),
             address=dict(type='int', default=emc2301.ADDRESS),
             mode=dict(type='str', choices=['pwm', 'rpm']),
             duty_percent=dict(type='float'),

@@ -154,7 +154,7 @@ def read_sensor(warnings, what, bus, fn):
 def main():
     argument_spec = hat_argument_spec()
     argument_spec.update(
-        i2c_bus=dict(type='str', default='1'),
+        i2c_bus=dict(type='raw', default='1'),
         tmp117_addresses=dict(type='dict', default={1: 0x48, 2: 0x49, 3: 0x4A, 4: 0x4B}),
         ina226_address=dict(type='int', default=0x40),
         ina226_shunt_ohm=dict(type='float', default=0.002),

@@ -317,7 +317,7 @@ def save_backup(path, image):
 
 def main():
     argument_spec = dict(
-        i2c_bus=dict(type='str', default='1'),
+        i2c_bus=dict(type='raw', default='1'),
         address=dict(type='int', default=0x50),
         src=dict(type='path'),
         backup=dict(type='path'),
