@@ -10,7 +10,7 @@ module: hat_info
 short_description: Read the cluster hat's node power, currents, temperatures, input power and fan
 version_added: 0.1.0
 description:
-  - Reads, and never changes, the state of the hat: each node's power and current (RP2040), its
+  - Reads, and never changes, the state of the hat. Each node's power and current (RP2040), its
     temperature (the TMP117 under its SoC), the 12 V input (INA226) and the fan (EMC2301).
   - A sensor that does not answer (an empty slot, a missing chip) gives null and a warning.
 author:
@@ -19,7 +19,6 @@ extends_documentation_fragment:
   - minicluster.cm4.hat
   - minicluster.cm4.i2c
   - ansible.builtin.action_common_attributes
-  - ansible.builtin.action_common_attributes.info_module
 attributes:
   check_mode:
     support: full

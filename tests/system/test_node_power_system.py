@@ -43,7 +43,7 @@ def run_module(name, args, tmp):
     path = os.path.join(str(tmp), 'args-%d-%d.json' % (os.getpid(), random.getrandbits(48)))
     with open(path, 'w') as f:
         json.dump({'ANSIBLE_MODULE_ARGS': args}, f)
-    proc = subprocess.run([sys.executable, os.path.join(MODULES, name + '.py'), path], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, os.path.join(MODULES, name + '.py'), path], capture_output=True, text=True, check=False)
     os.unlink(path)
     try:
         return json.loads(proc.stdout)
