@@ -22,7 +22,7 @@ from hatsim.options import add_arguments, options_from_args
 PID_FILE = 'hatsim.pid'
 LOG_FILE = 'hatsim.log'
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 3.0
 # Everything `run` creates in DIR that must not outlive it.
 RUNTIME_FILES = ('rp2040', 'console1', 'console2', 'console3', 'console4', 'i2c-1.sock', 'i2c-hub.sock',
                  'control.sock', 'rpiboot', PID_FILE)
@@ -68,7 +68,7 @@ def cleanup(directory):
         path = os.path.join(directory, name)
         if os.path.lexists(path):
             os.unlink(path)
-    for name in ('sys', 'dev'):
+    for name in ('sys', 'dev', '.hatsim-staging'):
         path = os.path.join(directory, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)

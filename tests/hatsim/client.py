@@ -77,6 +77,10 @@ class Control(_LineClient):
     def decoys(self, usb_paths=None):
         return self.request('decoys', **({'usb_paths': list(usb_paths)} if usb_paths else {}))['decoys']
 
+    def power_cycle(self, keep_options=False, wipe_emmc=False, wipe_eeprom=False, clear_decoys=False, clear_log=False):
+        return self.request('power_cycle', keep_options=keep_options, wipe_emmc=wipe_emmc, wipe_eeprom=wipe_eeprom,
+                            clear_decoys=clear_decoys, clear_log=clear_log)
+
     def hub_reset(self):
         return self.request('hub_reset')['usb_hub']
 

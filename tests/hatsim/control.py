@@ -14,6 +14,9 @@ back end of the fake rpiboot.
                                                    -> {"ok": true, "sha256": hex, "size": N, "allocated": N}
   {"op": "rpiboot", "usb_path": "1-1.2.1"|null, "port": N|null, "payload": "mass-storage-gadget"}
                                                    -> {"ok": true, "served": bool, "node": N|null, ...}
+  {"op": "power_cycle", "keep_options": false, "wipe_emmc": false, "wipe_eeprom": false,
+                     "clear_decoys": false, "clear_log": false}
+                                                   -> {"ok": true}   the hat as just started (EEPROM kept)
   {"op": "console", "node": 1}                     -> {"ok": true, "text": "...last 4 KiB..."}
 """
 
@@ -39,7 +42,7 @@ class Control(object):
         self.hat = hat
         self.ops = {
             'ping': self.ping, 'state': self.state, 'set': self.set, 'unplug': self.unplug, 'decoys': self.decoys,
-            'hub_reset': self.hub_reset, 'hash': self.hash, 'rpiboot': self.rpiboot, 'console': self.console,
+            'hub_reset': self.hub_reset, 'power_cycle': self.power_cycle, 'hash': self.hash, 'rpiboot': self.rpiboot, 'console': self.console,
         }
 
     def handle(self, request):
@@ -71,6 +74,16 @@ class Control(object):
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise ValueError('"usb_paths" must be a list of USB port paths')
         return {'decoys': self.hat.make_decoys(paths)}
+
+    def power_cycle(self, request):
+        flags = {}
+        for name in ('keep_options', 'wipe_emmc', 'wipe_eeprom', 'clear_decoys', 'clear_log'):
+            value = request.get(name, False)
+            if not isinstance(value, bool):
+                raise ValueError('"%s" takes true or false' % name)
+            flags[name] = value
+        self.hat.power_cycle(**flags)
+        return {}
 
     def hub_reset(self, request):  # pylint: disable=unused-argument
         return {'usb_hub': self.hat.hub_reset()}

@@ -16,6 +16,7 @@ USB devices hang below the VL805 PCIe controller, one directory per hop of the p
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 
@@ -47,6 +48,20 @@ def _write(path, text):
         f.write(text)
 
 
+_counter = itertools.count()
+
+
+def _staging(final):
+    """A fresh path outside sys/ and dev/ but on the same file system, so a rename is atomic and a
+    walker of the tree never meets a half-built or half-removed directory."""
+    root = final
+    while os.path.basename(root) not in ('sys', 'dev'):
+        root = os.path.dirname(root)
+    staging = os.path.join(os.path.dirname(root), '.hatsim-staging')
+    os.makedirs(staging, exist_ok=True)
+    return os.path.join(staging, '%d-%s' % (next(_counter), os.path.basename(final)))
+
+
 def _relink(link, target):
     if os.path.lexists(link):
         os.unlink(link)
@@ -59,7 +74,7 @@ class FakeSys(object):
         self.root = root
         self.sys = os.path.join(root, 'sys')
         self.dev = os.path.join(root, 'dev')
-        for path in (self.sys, self.dev):
+        for path in (self.sys, self.dev, os.path.join(root, '.hatsim-staging')):
             if os.path.lexists(path):
                 shutil.rmtree(path)
         for sub in ('bus/usb/devices', 'block', PCIE, 'devices/virtual/block'):
@@ -115,9 +130,12 @@ class FakeSys(object):
         self.remove_usb_device(usb_path)
         self.add_hubs([usb_path])
         device_dir = self.usb_dir(usb_path)
-        os.makedirs(device_dir)
         bus, ports = split_usb_path(usb_path)
-        self._attributes(device_dir, vid, pid, product, manufacturer, serial, str(bus), '.'.join(str(p) for p in ports))
+        # Built aside and renamed into place: a poller never sees a half-made device.
+        staging = _staging(device_dir)
+        os.makedirs(staging)
+        self._attributes(staging, vid, pid, product, manufacturer, serial, str(bus), '.'.join(str(p) for p in ports))
+        os.rename(staging, device_dir)
         self._bus_link(usb_path, device_dir)
         self.usb_devices[usb_path] = device_dir
         return device_dir
@@ -131,7 +149,9 @@ class FakeSys(object):
             os.unlink(link)
         device_dir = self.usb_devices.pop(usb_path, None)
         if device_dir and os.path.isdir(device_dir):
-            shutil.rmtree(device_dir)
+            doomed = _staging(device_dir)
+            os.rename(device_dir, doomed)
+            shutil.rmtree(doomed)
 
     # -- block devices -------------------------------------------------------------------------
     def _free_name(self, prefix='sd'):
@@ -148,18 +168,28 @@ class FakeSys(object):
             host += 1
         return host
 
-    def _block(self, block_dir, name, size_bytes, major, minor, removable, backing):
+    def _block(self, block_dir, name, size_bytes, major, minor, removable):
         os.makedirs(block_dir)
         _write(os.path.join(block_dir, 'size'), '%d\n' % (size_bytes // 512))
         _write(os.path.join(block_dir, 'ro'), '0\n')
         _write(os.path.join(block_dir, 'removable'), '%d\n' % removable)
         _write(os.path.join(block_dir, 'dev'), '%d:%d\n' % (major, minor))
         _write(os.path.join(block_dir, 'uevent'), 'MAJOR=%d\nMINOR=%d\nDEVNAME=%s\nDEVTYPE=disk\n' % (major, minor, name))
-        sys_link = os.path.join(self.sys, 'block', name)
-        _relink(sys_link, os.path.relpath(block_dir, os.path.dirname(sys_link)))
+
+    def _publish_block(self, staging, final, block_dir, name, backing, by_path=None):
+        """Make a block device visible: /dev entries first, then the sysfs subtree in one rename."""
         dev_link = os.path.join(self.dev, name)
         _relink(dev_link, os.path.relpath(backing, self.dev))
-        return [sys_link, dev_link]
+        links = [dev_link]
+        if by_path:
+            link = os.path.join(self.dev, 'disk', 'by-path', by_path)
+            _relink(link, '../../' + name)
+            links.append(link)
+        os.rename(staging, final)
+        sys_link = os.path.join(self.sys, 'block', name)
+        _relink(sys_link, os.path.relpath(block_dir, os.path.dirname(sys_link)))
+        links.append(sys_link)
+        return links
 
     def add_usb_disk(self, usb_path, backing, vendor, model, rev, serial=None):
         """A USB mass-storage disk on the device at usb_path; returns its name (sda, sdb ...)."""
@@ -170,23 +200,24 @@ class FakeSys(object):
         host = self._free_host()
         scsi = '%d:0:0:0' % host
         interface = os.path.join(device_dir, '%s:1.0' % usb_path)
-        scsi_dir = os.path.join(interface, 'host%d' % host, 'target%d:0:0' % host, scsi)
+        staging = _staging(interface)
+        scsi_rel = os.path.join('host%d' % host, 'target%d:0:0' % host, scsi)
+        scsi_dir = os.path.join(staging, scsi_rel)
         os.makedirs(scsi_dir)
-        _write(os.path.join(interface, 'bInterfaceClass'), '08\n')
+        _write(os.path.join(staging, 'bInterfaceClass'), '08\n')
         _write(os.path.join(scsi_dir, 'vendor'), '%-8s\n' % vendor[:8])
         _write(os.path.join(scsi_dir, 'model'), '%-16s\n' % model[:16])
         _write(os.path.join(scsi_dir, 'rev'), '%-4s\n' % rev[:4])
         _write(os.path.join(scsi_dir, 'type'), '0\n')
         _write(os.path.join(scsi_dir, 'state'), 'running\n')
-        block_dir = os.path.join(scsi_dir, 'block', name)
-        links = self._block(block_dir, name, os.path.getsize(backing), SD_MAJOR, 16 * index, 1, backing)
-        os.symlink('../../../' + scsi, os.path.join(block_dir, 'device'))
+        self._block(os.path.join(scsi_dir, 'block', name), name, os.path.getsize(backing), SD_MAJOR, 16 * index, 1)
+        os.symlink('../../../' + scsi, os.path.join(scsi_dir, 'block', name, 'device'))
         dummy, ports = split_usb_path(usb_path)
-        by_path = os.path.join(self.dev, 'disk', 'by-path', '%s%s:1.0-scsi-0:0:0:0' % (BY_PATH_PREFIX, '.'.join(str(p) for p in ports)))
-        _relink(by_path, '../../' + name)
-        links.append(by_path)
+        by_path = '%s%s:1.0-scsi-0:0:0:0' % (BY_PATH_PREFIX, '.'.join(str(p) for p in ports))
+        block_dir = os.path.join(interface, scsi_rel, 'block', name)
+        links = self._publish_block(staging, interface, block_dir, name, backing, by_path)
         self.disks[name] = {'usb_path': usb_path, 'host': host, 'block_dir': block_dir, 'backing': backing,
-                            'links': links, 'remove': os.path.join(interface)}
+                            'links': links, 'remove': interface}
         return name
 
     def remove_disk(self, name):
@@ -197,34 +228,40 @@ class FakeSys(object):
             if os.path.lexists(link):
                 os.unlink(link)
         if os.path.isdir(disk['remove']):
-            shutil.rmtree(disk['remove'])
+            # Renamed away first so the whole subtree vanishes at once.
+            doomed = _staging(disk['remove'])
+            os.rename(disk['remove'], doomed)
+            shutil.rmtree(doomed)
 
     def add_loop(self, name, backing):
-        block_dir = os.path.join(self.sys, 'devices', 'virtual', 'block', name)
+        final = os.path.join(self.sys, 'devices', 'virtual', 'block', name)
+        staging = _staging(final)
         minor = int(name[4:] or 0)
-        links = self._block(block_dir, name, os.path.getsize(backing), LOOP_MAJOR, minor, 0, backing)
-        os.makedirs(os.path.join(block_dir, 'loop'))
-        _write(os.path.join(block_dir, 'loop', 'backing_file'), os.path.abspath(backing) + '\n')
-        self.disks[name] = {'usb_path': None, 'host': None, 'block_dir': block_dir, 'backing': backing,
-                            'links': links, 'remove': block_dir}
+        self._block(staging, name, os.path.getsize(backing), LOOP_MAJOR, minor, 0)
+        os.makedirs(os.path.join(staging, 'loop'))
+        _write(os.path.join(staging, 'loop', 'backing_file'), os.path.abspath(backing) + '\n')
+        links = self._publish_block(staging, final, final, name, backing)
+        self.disks[name] = {'usb_path': None, 'host': None, 'block_dir': final, 'backing': backing,
+                            'links': links, 'remove': final}
         return name
 
     def add_mmc(self, name, backing):
-        card_dir = os.path.join(self.sys, 'devices', 'platform', 'emmc2bus', 'fe340000.mmc', 'mmc_host', 'mmc0', 'mmc0:aaaa')
+        final = os.path.join(self.sys, 'devices', 'platform', 'emmc2bus')
+        staging = _staging(final)
+        card_rel = os.path.join('fe340000.mmc', 'mmc_host', 'mmc0', 'mmc0:aaaa')
+        card_dir = os.path.join(staging, card_rel)
         os.makedirs(card_dir)
         _write(os.path.join(card_dir, 'name'), 'SD32G\n')
         _write(os.path.join(card_dir, 'type'), 'SD\n')
-        block_dir = os.path.join(card_dir, 'block', name)
-        links = self._block(block_dir, name, os.path.getsize(backing), MMC_MAJOR, 0, 0, backing)
-        os.symlink('../../../mmc0:aaaa', os.path.join(block_dir, 'device'))
-        by_path = os.path.join(self.dev, 'disk', 'by-path', 'platform-fe340000.mmc')
-        _relink(by_path, '../../' + name)
-        links.append(by_path)
+        self._block(os.path.join(card_dir, 'block', name), name, os.path.getsize(backing), MMC_MAJOR, 0, 0)
+        os.symlink('../../../mmc0:aaaa', os.path.join(card_dir, 'block', name, 'device'))
+        block_dir = os.path.join(final, card_rel, 'block', name)
+        links = self._publish_block(staging, final, block_dir, name, backing, 'platform-fe340000.mmc')
         self.disks[name] = {'usb_path': None, 'host': None, 'block_dir': block_dir, 'backing': backing,
-                            'links': links, 'remove': os.path.join(self.sys, 'devices', 'platform', 'emmc2bus')}
+                            'links': links, 'remove': final}
         return name
 
     def remove_all(self):
-        for path in (self.sys, self.dev):
+        for path in (self.sys, self.dev, os.path.join(self.root, '.hatsim-staging')):
             if os.path.lexists(path):
                 shutil.rmtree(path, ignore_errors=True)

@@ -60,6 +60,7 @@ class Hat(object):
     def __init__(self, directory, options):
         self.dir = os.path.abspath(directory)
         self.options = options
+        self.initial_options = options.as_dict()
         self.lock = threading.RLock()
         self.scheduler = Scheduler()
         self.rng = random.Random(4)
@@ -96,8 +97,8 @@ class Hat(object):
 
         self.fakesys = FakeSys(self.dir)
         self.fakesys.add_hubs(options.usb_paths)
-        self.bus_host = Bus('i2c-1', self._resolve_host, self.lock, self.publish)
-        self.bus_hub = Bus('i2c-hub', self._resolve_hub, self.lock, self.publish)
+        self.bus_host = Bus('i2c-1', self._resolve_host, self.lock, self.touched)
+        self.bus_hub = Bus('i2c-hub', self._resolve_hub, self.lock, self.touched)
         self.rp2040 = RP2040(PtyPort(self.path('rp2040')), self, random.Random(2040))
         self.consoles = dict((n, ConsolePort(self.path('console%d' % n), 'console%d' % n)) for n in NODES)
         self.servers = []
@@ -147,6 +148,11 @@ class Hat(object):
     def changed(self):
         with self.lock:
             self.seq += 1
+
+    def touched(self):
+        """Something changed: record it and publish it now."""
+        self.changed()
+        self.publish()
 
     def publish(self):
         """Write state.json if anything changed since the last write (coalescing, atomic)."""
@@ -407,6 +413,57 @@ class Hat(object):
             detached = disks.detach_if_open(node.emmc_path)
         self.publish()
         return {'disk': name, 'detached': detached}
+
+    # -- power cycle ------------------------------------------------------------------------------
+    def power_cycle(self, keep_options=False, wipe_emmc=False, wipe_eeprom=False, clear_decoys=False, clear_log=False):
+        """The whole hat loses power and comes back: as after a fresh start, minus the processes.
+
+        Non-volatile things stay (EEPROM, eMMC) unless wipe_eeprom (blank, all 0xFF) or wipe_emmc
+        (all zero, sparse); runtime options return to the
+        start options unless keep_options. Made for tests that share one simulator.
+        """
+        with self.lock:
+            if not keep_options:
+                self.options.update(dict((k, v) for k, v in self.initial_options.items()
+                                         if self.options.FIELDS[k][2]))
+            now = time.monotonic()
+            for n, node in self.nodes.items():
+                node.new_epoch()
+                self._drop_usb(node)
+                self._power_off(node)
+                node.en, node.run, node.nrpiboot = False, True, True
+                node.present = n not in self.options.empty_slots
+                node.boots = 0
+                node.unplugged = False
+                node.console_tail = ''
+                node.temperature_c = self.options.ambient_c
+                if wipe_emmc:
+                    os.truncate(node.emmc_path, 0)
+                    os.truncate(node.emmc_path, self.options.emmc_size)
+            self.rp2040.channel = 0
+            self.emc2301 = EMC2301(random.Random(2301))
+            self.ina226 = INA226(self._input_measure, random.Random(226))
+            self.tmp117 = dict((n, TMP117(self._temperature_of(n), now)) for n in NODES if self.nodes[n].present)
+            data = b'\xff' * EEPROM_SIZE if wipe_eeprom else bytes(self.eeprom.data)
+            self.eeprom = M24LC08(data, self.options.write_cycle_ms / 1000.0, self._eeprom_committed)
+            if wipe_eeprom:
+                self._eeprom_committed(self.eeprom)
+            self.bus_host.transactions = self.bus_host.nacks = 0
+            self.bus_hub.transactions = self.bus_hub.nacks = 0
+            if clear_log:
+                self._rp2040_log.clear()
+                self._rp2040_log_total = 0
+            if clear_decoys:
+                for decoy in self.decoys.values():
+                    self.fakesys.remove_disk(decoy['disk'])
+                    if decoy['usb_path']:
+                        self.fakesys.remove_usb_device(decoy['usb_path'])
+                    os.unlink(decoy['backing'])
+                self.decoys = {}
+            self.hub_loads = 0
+            self._hub_load()
+            self.changed()
+        self.publish()
 
     # -- decoys ------------------------------------------------------------------------------------
     def make_decoys(self, usb_paths=('1-1.4',)):
