@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import sys
 
-from hatsim.cli import main
+# The simulator writes nothing outside its directory, not even bytecode caches.
+sys.dont_write_bytecode = True
+
+from hatsim.cli import main  # pylint: disable=wrong-import-position
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -42,10 +42,15 @@ def _is_ours(pid, directory):
     """The pid is a `hatsim run` for this directory (not a recycled pid)."""
     try:
         with open('/proc/%d/cmdline' % pid, 'rb') as f:
-            argv = f.read().split(b'\0')
+            argv = [os.fsdecode(a) for a in f.read().split(b'\0')]
+        cwd = os.readlink('/proc/%d/cwd' % pid)
     except OSError:
         return False
-    return b'hatsim' in argv and b'run' in argv and os.fsencode(directory) in argv
+    if 'hatsim' not in argv or 'run' not in argv or '--dir' not in argv[:-1]:
+        return False
+    given = argv[argv.index('--dir') + 1]
+    # `run` may have been given a relative --dir: resolve it where that process runs.
+    return os.path.realpath(os.path.join(cwd, given)) == os.path.realpath(directory)
 
 
 def read_pid(directory):
@@ -140,12 +145,12 @@ def summary(directory, pid, options):
     for name in ('rp2040', 'console1', 'console2', 'console3', 'console4'):
         target = os.readlink(rel(name)) if os.path.islink(rel(name)) else '?'
         lines.append('  %-9s %s -> %s' % (name, rel(name), target))
-    lines.append('  i2c       unix:%s, unix:%s (jumpers %s)' % (rel('i2c-1.sock'), rel('i2c-hub.sock'),
-                                                             'fitted' if options.jumpers else 'not fitted'))
+    jumpers = 'fitted' if options.jumpers else 'not fitted'
+    lines.append('  i2c       unix:%s, unix:%s (jumpers %s)' % (rel('i2c-1.sock'), rel('i2c-hub.sock'), jumpers))
     lines.append('  control   %s' % rel('control.sock'))
     lines.append('  rpiboot   %s' % rel('rpiboot'))
-    lines.append('  nodes     %s' % ', '.join('%d:%s%s' % (n, p, ' (empty)' if n in options.empty_slots else '')
-                                           for n, p in enumerate(options.usb_paths, 1)))
+    slots = ['%d:%s%s' % (n, p, ' (empty)' if n in options.empty_slots else '') for n, p in enumerate(options.usb_paths, 1)]
+    lines.append('  nodes     %s' % ', '.join(slots))
     return '\n'.join(lines) + '\n'
 
 

@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 
 from hatsim.ptyport import PtyPort
+
+LOG = logging.getLogger('hatsim')
 
 
 class ConsolePort(object):
@@ -39,7 +42,10 @@ class ConsolePort(object):
                         if not self._queue:
                             break
                         data = self._queue.popleft()
-                    self.port.write(data)
+                    try:
+                        self.port.write(data)
+                    except OSError:
+                        LOG.exception('%s: write failed', self.name)
         finally:
             self.port.release()
 

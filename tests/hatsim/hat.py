@@ -577,7 +577,7 @@ class Hat(object):
 
     # -- physics -----------------------------------------------------------------------------------
     def _temperature_of(self, n):
-        return lambda: self.nodes[n].sensor_temperature()
+        return self.nodes[n].sensor_temperature
 
     def input_current(self):
         nodes = sum(node.millivolts() for node in self.nodes.values()) / 1000.0

@@ -20,9 +20,12 @@ that translation: line_ending 'lf'). Replies, help text and number formats are t
 
 from __future__ import annotations
 
+import logging
 import random
 import struct
 import time
+
+LOG = logging.getLogger('hatsim')
 
 HELP = ('\nCommands:\n'
         'c0, ...\t: Select CM4 channel n\n'
@@ -112,8 +115,12 @@ class RP2040(object):
                 c = self.getchar()
                 if c is None:
                     return
-                self.printf(bytes((c,)))
-                self.command(c)
+                try:
+                    self.printf(bytes((c,)))
+                    self.command(c)
+                except Exception:  # pylint: disable=broad-except
+                    # The firmware loop must survive anything a test throws at it.
+                    LOG.exception('RP2040 command %r failed', c)
         finally:
             self.port.release()
 

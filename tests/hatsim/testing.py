@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,17 @@ class SimulatedHat(object):
             self._control = None
 
 
+def fixture(scope='function', **options):
+    """A pytest fixture running a simulator with these options: `hat = hatsim.testing.fixture(boot_delay=0.1)`."""
+    import pytest  # only test code needs it
+
+    @pytest.fixture(scope=scope)
+    def hat(tmp_path_factory):
+        with running_hat(tmp_path_factory.mktemp('hatsim') / 'hat', **options) as sim:
+            yield sim
+    return hat
+
+
 @contextlib.contextmanager
 def running_hat(directory=None, **options):
     """Start a simulator (in directory, or a new temporary one), yield a SimulatedHat, always stop it."""
@@ -135,5 +147,4 @@ def running_hat(directory=None, **options):
         hat.close()
         stop(directory)
         if made:
-            import shutil
             shutil.rmtree(directory, ignore_errors=True)
