@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import select
@@ -212,6 +213,8 @@ def cmd_start(args):
 
 
 def cmd_stop(args):
+    # Never hang a caller: if anything below blocks, say where and give up.
+    faulthandler.dump_traceback_later(STOP_TIMEOUT_S * 2 + 10, exit=True)
     directory = os.path.abspath(args.dir)
     pid = read_pid(directory)
     if not pid or not _pid_alive(pid) or not _is_ours(pid, directory):
