@@ -386,7 +386,9 @@ class _StdlibDecoder:
                 raise SourceError('corrupt %s stream in %s: %s (within the first %d compressed '
                                   'bytes)' % (self.name, self._path, exc, self._raw.count)) from None
             if self.name == 'gzip':
-                self._pending = self._dec.unconsumed_tail
+                # At the end of a member zlib leaves the rest in unused_data (and may repeat it in
+                # unconsumed_tail); _next_stream picks it up from unused_data.
+                self._pending = b'' if self._dec.eof else self._dec.unconsumed_tail
             if out:
                 return out
 
