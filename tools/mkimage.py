@@ -39,7 +39,7 @@ GPT_BOOT_GUID = '6D696E69-636C-7573-7465-720000000001'
 GPT_ROOT_GUID = '6D696E69-636C-7573-7465-720000000002'
 COMPRESSORS = {
     'xz': (['xz', '-T1', '-6', '-c'], '.xz'),
-    'zst': (['zstd', '-q', '-T1', '-19', '-c'], '.zst'),
+    'zst': (['zstd', '-q', '-T1', '-10', '-c'], '.zst'),
     'gz': (['gzip', '-n', '-6', '-c'], '.gz'),
     'bz2': (['bzip2', '-9', '-c'], '.bz2'),
 }
@@ -233,6 +233,8 @@ def build(args):
         if name not in COMPRESSORS:
             sys.exit('mkimage: unknown compressor %r: choose from %s' % (name, ', '.join(sorted(COMPRESSORS))))
         cmd, ext = COMPRESSORS[name]
+        if name == 'xz':
+            cmd = ['xz', '-T1', '-%d' % args.xz_level, '-c']
         target = out + ext
         with open(out, 'rb') as src, open(target + '.tmp', 'wb') as dst:
             try:
@@ -263,6 +265,8 @@ def parse_args(argv=None):
                    help='repetitive (compressible) text in the root (default: %(default)s)')
     p.add_argument('--no-bmap', dest='bmap', action='store_false', help='do not write IMAGE.bmap')
     p.add_argument('--compress', default='xz', help='comma-separated: xz, zst, gz, bz2, or empty (default: %(default)s)')
+    p.add_argument('--xz-level', type=int, choices=range(10), default=6, metavar='0-9',
+                   help='xz preset (default: %(default)s; lower is faster)')
     p.add_argument('--json', action='store_true', help='print what was written as JSON')
     args = p.parse_args(argv)
     if args.boot_mib < (33 if args.fat == 32 else 16):

@@ -31,5 +31,9 @@ class ActionModule(ActionBase):
                 result.update(failed=True, msg='flash job %s is unknown: %s' % (jid, job.get('msg')))
             elif job.get('finished'):
                 result['finished'] = True
+        if not result.get('finished'):
+            # Shown on every retry: keep it to the one-line summary.
+            for key in ('nodes', 'ok', 'invocation'):
+                result.pop(key, None)
         result['_ansible_verbose_always'] = True
         return result
