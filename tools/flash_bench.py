@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: minicluster.cm4 contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Flash benchmark: four targets, three ways, one synthetic image.
@@ -92,7 +91,7 @@ class Filler:
     def __init__(self, rng):
         self.rng = rng
         alphabet = b'abcdefghijklmnopqrstuvwxyz      .,:;=_/-0123456789\n\t'
-        self.corpus = rng.randbytes(1 << 16) + bytes(rng.choice(alphabet) for _ in range(1 << 17))
+        self.corpus = rng.randbytes(1 << 16) + bytes(rng.choice(alphabet) for unused in range(1 << 17))
 
     def data(self, kind, n):
         if kind == 'zero':
@@ -135,7 +134,7 @@ def write_bmap(path, image_path, ranges, size):
 
 def merged(extents):
     out = []
-    for first, length, _ in extents:
+    for first, length, kind in extents:
         last = first + length - 1
         if out and out[-1][1] + 1 == first:
             out[-1] = (out[-1][0], last)
@@ -180,7 +179,7 @@ def build_image(directory, size, mapped, seed, log):
     bmap = parse_bmap(bmap_path)
     content = hashlib.sha256()
     with open(image, 'rb') as f:
-        for start, end, _ in bmap.byte_ranges():
+        for start, end, checksum in bmap.byte_ranges():
             f.seek(start)
             while start < end:
                 chunk = f.read(min(4 * MiB, end - start))
@@ -195,7 +194,7 @@ def build_image(directory, size, mapped, seed, log):
         'mapped_size': bmap.mapped_size, 'ranges': len(bmap.ranges),
         'content_digest': content.hexdigest(), 'bmap_tool': bmap_tool,
         'xz': ' '.join(XZ_ARGS), 'xz_size': os.stat(image + '.xz').st_size,
-        'kinds': {k: sum(n for _, n, kind in extents if kind == k) * BLOCK
+        'kinds': {k: sum(extent[1] for extent in extents if extent[2] == k) * BLOCK
                   for k in ('text', 'random', 'zero')},
         'seconds': round(time.monotonic() - started, 1),
     }

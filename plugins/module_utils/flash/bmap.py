@@ -73,7 +73,7 @@ class Bmap:
     @property
     def mapped_size(self):
         """Bytes of the image the map covers (the last block only up to ImageSize)."""
-        return sum(end - start for start, end, _ in self.byte_ranges())
+        return sum(end - start for start, end, checksum in self.byte_ranges())
 
     @property
     def has_checksums(self):

@@ -36,8 +36,10 @@ from collections import namedtuple
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.bmap import parse_bmap
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors import (
+    BmapError,
     ChecksumError,
     FlashError,
+    SourceError,
     TargetError,
 )
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.source import (
@@ -46,6 +48,10 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.flash.source impor
     verify_sha256,
 )
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.writer import ReadBack, Target
+
+# The errors are re-exported so that callers need only this module.
+__all__ = ['flash', 'image_identity', 'content_digest_of', 'TargetResult', 'ImageSummary',
+           'FlashResults', 'FlashError', 'SourceError', 'BmapError', 'ChecksumError', 'TargetError']
 
 MiB = 1024 * 1024
 PROGRESS_STEP = 64 * MiB
@@ -267,7 +273,7 @@ class _Verifier(threading.Thread):
                 # them on the device; the rest of the stream keeps arriving meanwhile.
                 self.target.sync(data_only=True)
                 for index in batch:
-                    start, end, _ = self.ranges_of(index)
+                    start, end = self.ranges_of(index)[:2]
                     expected = self.run_state.digests.get(index)
                     if expected is None:
                         break     # the stream failed; the writer reports why
@@ -448,7 +454,7 @@ def flash(source_path, targets, bmap_path=None, sha256=None, verify=True, progre
     summary.image_size = image_size
     if ranges is not None:
         summary.ranges = len(ranges)
-        summary.mapped_size = sum(end - start for start, end, _ in ranges)
+        summary.mapped_size = sum(rng[1] - rng[0] for rng in ranges)
 
     writers = []
     run = _Run(progress, summary.mapped_size, started)
@@ -494,7 +500,7 @@ def flash(source_path, targets, bmap_path=None, sha256=None, verify=True, progre
         if ranges is None:
             summary.image_size = reader.position
             summary.ranges = len(known)
-            summary.mapped_size = sum(end - start for start, end, _ in known.values())
+            summary.mapped_size = sum(rng[1] - rng[0] for rng in known.values())
 
     if run.abort.is_set():
         summary.error = run.abort_reason
@@ -585,7 +591,7 @@ def content_digest_of(path, bmap=None, image_size=None, chunk_size=4 * MiB):
     readback = ReadBack(path, chunk_size)
     readback.open()
     try:
-        for start, end, _ in ranges:
+        for start, end, checksum in ranges:
             readback.hash_range(start, end, content)
     finally:
         readback.close()

@@ -183,7 +183,7 @@ def xz_expanded_size(fd, file_size):
                 return None
             count, i = _read_varint(index, 1)
             blocks = 0
-            for _ in range(count):
+            for dummy in range(count):
                 unpadded, i = _read_varint(index, i)
                 uncompressed, i = _read_varint(index, i)
                 blocks += (unpadded + 3) & ~3

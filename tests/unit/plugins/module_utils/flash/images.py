@@ -48,7 +48,7 @@ def data(kind, n, rng):
     if kind == 'random':
         return rng.randbytes(n)
     words = [b'boot', b'root', b'cmdline', b'config', b'kernel8', b'overlay', b'\n', b'=']
-    out = b' '.join(rng.choice(words) for _ in range(n // 3 + 1))
+    out = b' '.join(rng.choices(words, k=n // 3 + 1))
     return out[:n]
 
 
@@ -161,7 +161,7 @@ def read(path, start=0, length=None):
 
 
 def byte_ranges(bmap):
-    return [(start, end) for start, end, _ in bmap.byte_ranges()]
+    return [(start, end) for start, end, checksum in bmap.byte_ranges()]
 
 
 def mapped_content(image, bmap):

@@ -49,7 +49,7 @@ def test_bmaptool_2_0(image, bmap_v2):
     assert end == images.IMAGE_SIZE
     data = images.read(image, start, end - start)
     assert hashlib.sha256(data).hexdigest() == bmap.ranges[-1].checksum
-    assert bmap.mapped_size == sum(e - s for s, e, _ in bmap.byte_ranges())
+    assert bmap.mapped_size == sum(e - s for s, e, checksum in bmap.byte_ranges())
     assert bmap.has_checksums
 
 

@@ -290,7 +290,7 @@ def test_progress(image_set, targets, monkeypatch):
         done = [d for n, d, t in calls if n == name]
         assert done == sorted(done) and len(done) >= 2
         assert done[-1] == bmap.mapped_size
-    assert {t for _, _, t in calls} == {bmap.mapped_size}
+    assert {call[2] for call in calls} == {bmap.mapped_size}
 
 
 def test_progress_errors_do_not_break_the_flash(image_set, targets):
