@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: minicluster.cm4 contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Generate a small, real, Raspberry Pi OS shaped disk image for the demo and the tests.
@@ -70,7 +69,7 @@ def filler(seed, size, compressible=False):
     out = []
     total = 0
     while total < size:
-        line = ' '.join(rng.choice(words) for _ in range(12)) + '\n'
+        line = ' '.join(rng.choice(words) for dummy in range(12)) + '\n'
         out.append(line)
         total += len(line)
     return ''.join(out).encode('ascii')[:size]

@@ -17,20 +17,20 @@ description:
   - With O(jid), the flash also counts as finished when its async job has ended (also when it ended
     before writing any progress).
 author:
-  - minicluster.cm4 developers
+  - minicluster.cm4 developers (@minicluster)
 attributes:
   check_mode:
     support: full
     description: Reads only.
   diff_mode:
     support: none
+    description: Changes nothing.
   action:
     support: full
     description: An action plugin runs the module, checks the async job and always shows the summary.
   async:
     support: none
-  platform:
-    platforms: posix
+    description: Meant to poll an async task, not to be one.
 options:
   path:
     description:

@@ -28,7 +28,7 @@ description:
     (O(progress_file)) with each node's step and bytes written, for a play to poll (the
     C(minicluster.cm4.reflash) role does).
 author:
-  - minicluster.cm4 developers
+  - minicluster.cm4 developers (@minicluster)
 extends_documentation_fragment:
   - minicluster.cm4.hat
 attributes:
@@ -78,7 +78,7 @@ options:
       - Entries given replace the defaults one by one. Find the paths with C(lsusb -t) or under
         C(/sys/bus/usb/devices) while a node is in USB boot.
     type: dict
-    default: {1: 1-1.2.1, 2: 1-1.2.2, 3: 1-1.2.3, 4: 1-1.2.4}
+    default: {'1': 1-1.2.1, '2': 1-1.2.2, '3': 1-1.2.3, '4': 1-1.2.4}
   rpiboot:
     description:
       - The rpiboot executable (from Raspberry Pi's usbboot), a name on E(PATH) or a path.
@@ -122,7 +122,7 @@ options:
     description:
       - First-boot settings written to the boot partition of each flashed node, without mounting it (mtools).
       - When left out, the image is written exactly as it is.
-      - Part of the node's record: changing the settings reflashes the node.
+      - The settings are part of the node's record, so changing them reflashes the node.
     type: dict
     suboptions:
       style:
@@ -183,7 +183,7 @@ options:
   consoles:
     description:
       - Node number to the controller's serial device of the node's console (for O(wait_for)), for example
-        C({1: /dev/ttyAMA1}). Which host UART goes to which slot depends on the board: set it per controller.
+        V(1) to C(/dev/ttyAMA1). Which host UART goes to which slot depends on the board, so set it per controller.
     type: dict
     default: {}
   boot_timeout:
@@ -413,7 +413,7 @@ def argument_spec():
         bmap=dict(type='path'),
         sha256=dict(type='str'),
         force=dict(type='bool', default=False),
-        usb_paths=dict(type='dict', default=dict(DEFAULT_USB_PATHS)),
+        usb_paths=dict(type='dict', default=dict((str(k), v) for k, v in DEFAULT_USB_PATHS.items())),
         rpiboot=dict(type='str', default='rpiboot'),
         rpiboot_payload=dict(type='str', default='mass-storage-gadget64'),
         rpiboot_timeout=dict(type='float', default=60.0),

@@ -57,7 +57,7 @@ class Image(object):
         self.block = int(root.find('BlockSize').text)
         self.ranges = []
         for r in root.find('BlockMap').findall('Range'):
-            first, _, last = r.text.strip().partition('-')
+            first, dummy, last = r.text.strip().partition('-')
             self.ranges.append((int(first) * self.block, (int(last or first) + 1) * self.block))
 
     def unmapped(self):
@@ -136,7 +136,7 @@ def run_module(args, tmp, check_mode=False):
     payload['_ansible_diff'] = True
     with open(path, 'w') as f:
         json.dump({'ANSIBLE_MODULE_ARGS': payload}, f)
-    proc = subprocess.run([sys.executable, MODULE, path], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, MODULE, path], capture_output=True, text=True, timeout=300, check=False)
     os.unlink(path)
     try:
         result = json.loads(proc.stdout)
@@ -158,7 +158,7 @@ def log_total(hat):
     return hat.state()['rp2040']['log_total']
 
 
-def prefill(hat, nodes=NODES):
+def prefill(hat, nodes=tuple(NODES)):
     """Fill eMMCs with a pattern (nodes are off) so that untouched blocks can be told apart."""
     for n in nodes:
         path = hat.emmc(n)

@@ -164,7 +164,7 @@ def find_boot_partition(path, sector_size=512):
             start, count = struct.unpack('<II', e[8:16])
             if ptype and count:
                 entries.append((i + 1, ptype, start, count))
-        if any(ptype == GPT_PROTECTIVE for _, ptype, _, _ in entries):
+        if any(entry[1] == GPT_PROTECTIVE for entry in entries):
             part = _find_gpt(f, path, sector_size)
         else:
             part = None
@@ -174,7 +174,7 @@ def find_boot_partition(path, sector_size=512):
                     break
             if part is None:
                 raise FirstbootError('%s has no FAT partition in its MBR (types %s): not a Raspberry Pi OS image?'
-                                     % (path, ', '.join('0x%02x' % t for _, t, _, _ in entries) or 'none'))
+                                     % (path, ', '.join('0x%02x' % entry[1] for entry in entries) or 'none'))
         boot = _read_at(f, part.offset, 512)
         if boot[510:512] != b'\x55\xaa' or (boot[54:57] != b'FAT' and boot[82:85] != b'FAT'):
             raise FirstbootError('partition %d of %s (at byte %d) holds no FAT file system'
@@ -264,7 +264,7 @@ def _run(args, data=None):
     env = dict(os.environ)
     env.update(MTOOLS_ENV)
     try:
-        p = subprocess.run(args, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        p = subprocess.run(args, input=data, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False)
     except OSError as exc:
         raise FirstbootError('cannot run %s: %s: install mtools on the controller' % (args[0], exc.strerror))
     return p.returncode, p.stdout, p.stderr

@@ -325,8 +325,8 @@ class Reflash(object):
         }
         if self.sha256 and normalize_sha256(self.sha256) != ident['source_sha256']:
             raise ReflashError('SHA-256 of image %s is %s, expected %s: the file is corrupt or the checksum is for '
-                               'another image; no node was touched' % (self.image, ident['source_sha256'],
-                                                                        normalize_sha256(self.sha256)))
+                               'another image; no node was touched'
+                               % (self.image, ident['source_sha256'], normalize_sha256(self.sha256)))
 
     def firstboot_settings(self, node):
         """The first-boot settings of one node: {node} in the hostname becomes its number."""
@@ -629,8 +629,8 @@ class Reflash(object):
                 self._fail(job, 'console', 'reading console %s failed: %s' % (watch.path, watch.error))
             else:
                 self._fail(job, 'console', 'no %r on console %s within %ss after boot (last line: %r): check enable_uart, '
-                           'the consoles map and the image' % (self.wait_for, watch.path, _num(self.boot_timeout),
-                                                                  watch.tail[-80:]))
+                           'the consoles map and the image'
+                           % (self.wait_for, watch.path, _num(self.boot_timeout), watch.tail[-80:]))
         self._release([j for j in booting if j.failed])
         for job in booting:
             if not job.failed:
