@@ -27,6 +27,7 @@ controller:
       hat_lock_dir: {hat}/lock
       hat_state_dir: {hat}/state
       hat_rpiboot: {hat}/rpiboot
+      hat_rpiboot_payload: {hat}/usbboot/mass-storage-gadget64
       hat_root: {hat}
       hat_consoles: {{1: {hat}/console1, 2: {hat}/console2, 3: {hat}/console3, 4: {hat}/console4}}
 """
@@ -59,10 +60,15 @@ def main():
 
     step('starting the simulated hat in %s' % os.path.relpath(HAT, REPO))
     simulator('start')
+    # What a usbboot checkout holds; the simulated rpiboot only checks that it is there.
+    os.makedirs(os.path.join(HAT, 'usbboot', 'mass-storage-gadget64'), exist_ok=True)
     try:
         playbook = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', inventory]
         flash = ['-e', 'image=%s.xz' % IMAGE, '-e', 'bmap=%s.bmap' % IMAGE,
                  '-e', 'reflash_wait_for=login:', '-e', 'reflash_stagger=0.2']
+        step('fan: closed-loop 3000 rpm')
+        run([os.path.join(os.path.dirname(sys.executable), 'ansible'), '-i', inventory, 'controller', '-m', 'minicluster.cm4.fan',
+             '-a', 'mode=rpm target_rpm=3000 i2c_bus=unix:%s/i2c-1.sock' % HAT])
         step('ansible-playbook playbooks/reflash.yml: flash all four nodes')
         run(playbook + ['playbooks/reflash.yml'] + flash)
         step('ansible-playbook playbooks/reflash.yml again: nothing to do')
