@@ -448,3 +448,54 @@ def test_bad_arguments_touch_nothing(hat, images, tmp_path):
     assert_fault(result, NODES, ['password_hash is not a crypt(3) hash'])
     assert 'hunter2' not in result['_stdout']
     assert log_total(hat) == before
+
+
+# -- the playbook ------------------------------------------------------------------------------
+
+def run_playbook(hat, tmp_path, *extra):
+    inventory = tmp_path / 'inventory.yml'
+    inventory.write_text(json.dumps({'controller': {'hosts': {'localhost': {
+        'ansible_connection': 'local', 'ansible_python_interpreter': sys.executable,
+        'hat_port': hat.rp2040, 'hat_lock_dir': hat.path('lock'), 'hat_state_dir': hat.path('state'),
+        'hat_root': hat.dir, 'hat_rpiboot': hat.rpiboot,
+        'hat_rpiboot_payload': hat.path('usbboot', 'mass-storage-gadget64'),
+        'hat_consoles': dict((str(n), hat.console(n)) for n in NODES)}}}}))
+    env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0')
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', str(inventory),
+                           os.path.join(REPO, 'playbooks', 'reflash.yml'), '-e', 'reflash_poll_interval=1',
+                           '-e', 'reflash_stagger=0.05', '-e', 'reflash_restart_delay=0.2'] + list(extra),
+                          capture_output=True, text=True, timeout=600, env=env, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_reflash_playbook_shows_progress_and_is_idempotent(hat, images, tmp_path):
+    image = images['good']
+    args = ['-e', 'image=%s' % image.xz, '-e', 'bmap=%s' % image.bmap, '-e', 'nodes=1,3', '-e', 'reflash_wait_for=login:']
+    rc, out = run_playbook(hat, tmp_path, *args)
+    assert rc == 0, out
+    progress = [line for line in out.splitlines() if line.strip().startswith('"msg": "node1 ')]
+    assert len(progress) >= 2, out
+    assert all('node3' in line and 'node2' not in line for line in progress), progress
+    assert '"msg": "node1: flashed, ' in out and '"msg": "node3: flashed, ' in out, out
+    assert 'changed=1' in out
+    assert_flashed(hat, image, [1, 3], untouched=False)
+    assert pins(hat)[2]['boots'] == 0 and pins(hat)[4]['boots'] == 0
+
+    before = log_total(hat)
+    rc, out = run_playbook(hat, tmp_path, *args)
+    assert rc == 0 and 'changed=0' in out, out
+    assert '"msg": "node1: unchanged (its record matches this image)"' in out
+    assert log_total(hat) == before
+
+    rc, out = run_playbook(hat, tmp_path, '--check', '-e', 'image=%s' % image.xz, '-e', 'bmap=%s' % image.bmap)
+    assert rc == 0, out
+    assert '"msg": "node2: would flash (no record)"' in out and '"msg": "node1: none"' not in out, out
+
+
+def test_reflash_playbook_fails_with_one_line_per_node(hat, images, tmp_path):
+    rc, out = run_playbook(hat, tmp_path, '-e', 'image=%s' % images['corrupt_xz'], '-e', 'nodes=2')
+    assert rc == 2, out
+    assert 'node2: reading the image failed' in out
+    assert_left_off(hat, 2)
+    rc, out = run_playbook(hat, tmp_path)
+    assert rc == 2 and 'no image given: run with -e image=' in out, out
