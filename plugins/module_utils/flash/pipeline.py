@@ -393,7 +393,8 @@ def _fail_all(results, stage, message, started):
 
 
 def flash(source_path, targets, bmap_path=None, sha256=None, verify=True, progress=None,
-          chunk_size=4 * MiB, sparse=False, alive=None, verify_window=256 * MiB):
+          chunk_size=4 * MiB, sparse=False, alive=None, verify_window=64 * MiB,
+          decoder_threads=None):
     """Write one image to every target at once; returns FlashResults {name: TargetResult}.
 
     source_path: raw or compressed image (see source.py). targets: {name: block device or regular
@@ -411,6 +412,8 @@ def flash(source_path, targets, bmap_path=None, sha256=None, verify=True, progre
     alive: {name: callable() -> bool} or callable(name) -> bool, asked before every chunk; False
     fails that target with 'disk is gone'.
     verify_window: bytes a target writes between read-back batches.
+    decoder_threads: threads decoding a multi-block .xz (default: the CPUs, at most 4; 1 for
+    sequential decoding).
 
     Never raises for bad images or targets: every problem ends up in the results, one line per
     target. Raises ValueError for bad arguments.
@@ -433,7 +436,7 @@ def flash(source_path, targets, bmap_path=None, sha256=None, verify=True, progre
         bmap = parse_bmap(bmap_path) if bmap_path else None
         if sha256:
             verify_sha256(source_path, sha256)
-        reader = open_image(source_path, sha256=sha256)
+        reader = open_image(source_path, sha256=sha256, threads=decoder_threads)
         summary.format = reader.format
         if bmap is not None:
             summary.bmap_version = bmap.version
@@ -465,7 +468,7 @@ def flash(source_path, targets, bmap_path=None, sha256=None, verify=True, progre
         return known[index]
 
     for name, path in targets.items():
-        target = Target(name, path, _alive_for(alive, name))
+        target = Target(name, path, _alive_for(alive, name), buffer_size=chunk_size)
         try:
             target.open()
             if image_size is not None:

@@ -26,6 +26,7 @@ import os
 import struct
 import zlib
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash import xzblocks
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors import (
     ChecksumError,
     SourceError,
@@ -42,8 +43,7 @@ except ImportError:  # pragma: no cover - depends on the controller
 # small enough to keep memory flat.
 READ_BLOCK = 1024 * 1024
 
-XZ_MAGIC = b'\xfd7zXZ\x00'
-XZ_FOOTER_MAGIC = b'YZ'
+XZ_MAGIC = xzblocks.XZ_MAGIC
 GZIP_MAGIC = b'\x1f\x8b'
 BZIP2_MAGIC = b'BZh'
 ZSTD_MAGIC = 0xFD2FB528
@@ -141,59 +141,11 @@ def verify_sha256(path, expected):
 # Expanded sizes known from the container, so that a too-small target is refused before anything is
 # written even without a bmap. gzip (ISIZE is modulo 2**32) and bzip2 do not record it.
 
-def _read_varint(buf, pos):
-    """xz multibyte integer at buf[pos:], as (value, next position)."""
-    value = 0
-    for i in range(9):
-        if pos >= len(buf):
-            raise ValueError('truncated integer')
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, pos
-    raise ValueError('integer too long')
-
-
 def xz_expanded_size(fd, file_size):
-    """Sum of the uncompressed sizes in the indexes of every stream of an .xz file, or None.
-
-    Walks the file backwards like `xz --list`: stream padding, footer (backward size), index
-    records (unpadded and uncompressed size per block). Any inconsistency gives None; the decoder
-    then reports the damage when it reaches it.
-    """
-    try:
-        pos = file_size
-        total = 0
-        while pos > 0:
-            # Stream padding: null bytes in multiples of four.
-            while pos >= 4 and os.pread(fd, 4, pos - 4) == b'\0\0\0\0':
-                pos -= 4
-            if pos < 24:
-                return None
-            footer = os.pread(fd, 12, pos - 12)
-            if footer[10:12] != XZ_FOOTER_MAGIC:
-                return None
-            index_size = (struct.unpack('<I', footer[4:8])[0] + 1) * 4
-            index_pos = pos - 12 - index_size
-            if index_pos < 12:
-                return None
-            index = os.pread(fd, index_size, index_pos)
-            if index[0] != 0:
-                return None
-            count, i = _read_varint(index, 1)
-            blocks = 0
-            for dummy in range(count):
-                unpadded, i = _read_varint(index, i)
-                uncompressed, i = _read_varint(index, i)
-                blocks += (unpadded + 3) & ~3
-                total += uncompressed
-            pos = index_pos - blocks - 12
-            if pos < 0 or os.pread(fd, 6, pos) != XZ_MAGIC:
-                return None
-        return total
-    except (OSError, ValueError, IndexError, struct.error):
-        return None
+    """Sum of the uncompressed sizes in the indexes of every stream of an .xz file, or None when
+    the file is not well-formed (the decoder then reports the damage when it reaches it)."""
+    blocks = xzblocks.parse_blocks(fd, file_size)
+    return None if blocks is None else sum(block.uncompressed for block in blocks)
 
 
 def zstd_walk(fd, file_size, path='image'):
@@ -287,6 +239,15 @@ class _CountingFile:
         self._f.seek(n, os.SEEK_CUR)
         self.count += n
 
+    def advance_to(self, offset):
+        """Account for the file up to offset, read in order (for decoders that use pread)."""
+        if self.digest is None:
+            self.count = max(self.count, offset)
+            return
+        while self.count < offset:
+            if not self.read(min(READ_BLOCK, offset - self.count)):
+                break
+
     def close(self):
         self._f.close()
 
@@ -301,6 +262,37 @@ class _RawDecoder:
 
     def read_some(self, n):
         return self._raw.read(n)
+
+    def close(self):
+        pass
+
+
+class _ParallelXzDecoder:
+    """A multi-block .xz decoded on several threads (see xzblocks)."""
+
+    name = 'xz'
+
+    def __init__(self, raw, path, fd, blocks, threads):
+        self._raw = raw
+        self._path = path
+        self._blocks = blocks
+        self._size = os.fstat(fd).st_size
+        self._dec = xzblocks.ParallelXzDecoder(fd, blocks, threads)
+
+    def read_some(self, n):
+        try:
+            out = self._dec.read_some(n)
+        except (lzma.LZMAError, OSError, EOFError, ValueError) as exc:
+            index = self._dec.block_index
+            raise SourceError('corrupt xz stream in %s: %s (block %d of %d, at byte %d)' % (
+                self._path, exc, index + 1, len(self._blocks), self._blocks[index].offset)) from None
+        # Hash and count the file in order as the blocks are consumed; the rest (indexes,
+        # footers, padding) once the last block has been read.
+        self._raw.advance_to(self._dec.block_end if out else self._size)
+        return out
+
+    def close(self):
+        self._dec.close()
 
 
 class _StdlibDecoder:
@@ -392,6 +384,9 @@ class _StdlibDecoder:
             if out:
                 return out
 
+    def close(self):
+        pass
+
 
 class _ZstdDecoder:
     """zstd through the zstandard package's stream reader, which bounds each read's output.
@@ -424,6 +419,9 @@ class _ZstdDecoder:
                                   'compressed bytes' % (self._path, self._raw.count, self._length))
         return out
 
+    def close(self):
+        self._reader.close()
+
 
 class ImageReader:
     """The expanded image of one source, read once from start to end.
@@ -433,7 +431,7 @@ class ImageReader:
     file as stored, set once the stream has ended and only when hashing was asked for).
     """
 
-    def __init__(self, path, sha256=None, hash_source=False):
+    def __init__(self, path, sha256=None, hash_source=False, threads=None):
         self.path = path
         self.format = detect_format(path)
         self.expected_sha256 = normalize_sha256(sha256) if sha256 else None
@@ -455,9 +453,14 @@ class ImageReader:
                 self.size, length = zstd_walk(fd, self.compressed_size, path)
                 self._decoder = _ZstdDecoder(self._raw, path, length)
             else:
-                self.size = (xz_expanded_size(fd, self.compressed_size)
-                             if self.format == 'xz' else None)
-                self._decoder = _StdlibDecoder(self._raw, path, self.format)
+                blocks = (xzblocks.parse_blocks(fd, self.compressed_size)
+                          if self.format == 'xz' else None)
+                self.size = None if blocks is None else sum(b.uncompressed for b in blocks)
+                threads = default_threads() if threads is None else threads
+                if blocks is not None and len(blocks) > 1 and threads > 1:
+                    self._decoder = _ParallelXzDecoder(self._raw, path, fd, blocks, threads)
+                else:
+                    self._decoder = _StdlibDecoder(self._raw, path, self.format)
         except BaseException:
             f.close()
             raise
@@ -469,7 +472,10 @@ class ImageReader:
         self.close()
 
     def close(self):
-        self._raw.close()
+        try:
+            self._decoder.close()
+        finally:
+            self._raw.close()
 
     def _end(self):
         """The stream has ended: check the expanded size and the source's SHA-256."""
@@ -534,10 +540,21 @@ class ImageReader:
             done += len(data)
 
 
-def open_image(path, sha256=None, hash_source=False):
+def default_threads():
+    """Decoder threads for multi-block .xz: the CPUs this process may use, at most four."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
+def open_image(path, sha256=None, hash_source=False, threads=None):
     """Open an image source for streaming: an ImageReader with ``read(n)``.
 
     sha256: the expected SHA-256 of the file as stored ('HEX' or 'sha256:HEX'), checked when the
     stream ends (ChecksumError). hash_source: compute ``reader.sha256`` without checking it.
+    threads: decoder threads for an .xz made of several blocks (`xz -T0`); default
+    `default_threads()`, 1 decodes sequentially.
     """
-    return ImageReader(path, sha256=sha256, hash_source=hash_source)
+    return ImageReader(path, sha256=sha256, hash_source=hash_source, threads=threads)

@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -208,3 +209,61 @@ def test_skip_moves_forward(image_set):
             assert reader.read(5000) == want[70000:75000]
             assert reader.read_to_end() == len(want) - 75000
             assert reader.read(10) == b''
+
+
+@pytest.fixture(scope='module')
+def multiblock(image_set, tmp_path_factory):
+    """An .xz of many independent blocks, as `xz -T0` and pi-gen write them."""
+    path = str(tmp_path_factory.mktemp('multiblock') / 'disk.img.xz')
+    with open(path, 'wb') as f:
+        subprocess.run(['xz', '-T2', '-3', '--block-size=200KiB', '-c', image_set['raw']], stdout=f, check=True)
+    return path
+
+
+def test_multiblock_xz_decodes_in_parallel(image_set, multiblock):
+    from ansible_collections.minicluster.cm4.plugins.module_utils.flash import xzblocks
+    with open(multiblock, 'rb') as f:
+        blocks = xzblocks.parse_blocks(f.fileno(), os.path.getsize(multiblock))
+    assert len(blocks) == -(-images.IMAGE_SIZE // (200 * 1024))
+    want = images.read(image_set['raw'])
+    for threads in (1, 2, 4):
+        data, reader = read_all(multiblock, n=100000, threads=threads, hash_source=True)
+        assert data == want
+        assert reader.sha256 == hashlib.sha256(images.read(multiblock)).hexdigest()
+    with source.open_image(multiblock, threads=3) as reader:
+        assert isinstance(reader._decoder, source._ParallelXzDecoder)
+
+
+def test_multiblock_xz_concatenated_and_padded(image_set, multiblock, tmp_path):
+    path = str(tmp_path / 'two.img.xz')
+    with open(path, 'wb') as f:
+        f.write(images.read(multiblock) + bytes(4) + images.read(image_set['xz']) + bytes(8))
+    data, reader = read_all(path, threads=2, sha256=hashlib.sha256(images.read(path)).hexdigest())
+    assert data == images.read(image_set['raw']) * 2
+    assert reader.size == 2 * images.IMAGE_SIZE
+
+
+def test_multiblock_xz_corrupt_block(multiblock, tmp_path):
+    data = bytearray(images.read(multiblock))
+    for at in range(len(data) // 2, len(data) // 2 + 64):
+        data[at] ^= 0x5A
+    bad = str(tmp_path / 'bad.img.xz')
+    with open(bad, 'wb') as f:
+        f.write(data)
+    with pytest.raises(SourceError, match=r'corrupt xz stream in .*\(block \d+ of \d+, at byte \d+\)'):
+        read_all(bad, threads=2)
+
+
+def test_multiblock_xz_truncated_falls_back_and_says_so(multiblock, tmp_path):
+    cut = damaged(tmp_path, multiblock, 'cut.img.xz', lambda d: d[:len(d) - 30])
+    with source.open_image(cut, threads=2) as reader:
+        assert reader.size is None and isinstance(reader._decoder, source._StdlibDecoder)
+    with pytest.raises(SourceError, match='truncated xz stream'):
+        read_all(cut, threads=2)
+
+
+def test_multiblock_xz_stops_cleanly_when_closed_early(multiblock):
+    reader = source.open_image(multiblock, threads=2)
+    assert len(reader.read(4096)) == 4096
+    reader.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith('xz-block')]
