@@ -15,9 +15,12 @@ before every method (plain files, not the hat simulator):
               only, every range read back past the page cache and compared (all timed)
     dd        xz -dc image.xz | dd of=TARGET bs=4M conv=fsync, node after node
     bmaptool  bmaptool copy --bmap image.bmap image.xz TARGET, node after node
+    ours/1    the same with one decoder thread (for information: how much the multi-threaded
+              decoding of the multi-block .xz adds; xz 5.4 used by dd and bmaptool decodes on one)
 Wall time from start to the last target; CPU time user+system of this process (ours, all threads)
-or of the child processes (dd, bmaptool). Bytes written are the blocks the targets' file system
-allocated (st_blocks), which is what the method wrote since every target starts empty.
+or of every child process, including bmaptool's xz, which bmaptool leaves for init to reap (this
+process becomes a child subreaper to collect it). Bytes written are the blocks the targets' file
+system allocated (st_blocks), which is what the method wrote since every target starts empty.
 verified: targets whose mapped content (the bmap's ranges, read back with O_DIRECT after the run)
 hashes to the image's, computed from the raw image when it was generated.
 """
@@ -39,13 +42,13 @@ COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 if os.path.isdir(COLLECTIONS) and COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 
-from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline  # noqa: E402
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline, source  # noqa: E402
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.bmap import parse_bmap  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 BLOCK = 4096
 NODES = 4
-GENERATOR = 1   # bump when the image recipe changes, so cached images are rebuilt
+GENERATOR = 2   # bump when the image recipe changes, so cached images are rebuilt
 XZ_ARGS = ['xz', '-T0', '-3']
 
 
@@ -71,14 +74,15 @@ def layout(size, mapped, rng):
     15 % written zeros (an ext4 journal or inode table is mapped and zero)."""
     blocks = size // BLOCK
     extents = []
-    pos = 0
-    first = True
+    pos = done = 0
     while pos < blocks:
         length = min(blocks - pos, max(1, int(2 ** rng.uniform(0, 11))))
-        if first or rng.random() < mapped:
+        # Lean against the running fraction so that the image lands near `mapped`.
+        chance = mapped + 2 * (mapped - done / pos) if pos else 1.0
+        if rng.random() < chance:
             kind = rng.choices(('text', 'random', 'zero'), (60, 25, 15))[0]
             extents.append((pos, length, kind))
-        first = False
+            done += length
         pos += length
     return extents
 
@@ -228,8 +232,27 @@ def cpu(who):
     return usage.ru_utime + usage.ru_stime
 
 
-def run_ours(xz, bmap, targets):
-    results = pipeline.flash(xz, targets, bmap_path=bmap, verify=True)
+def become_subreaper():
+    """Orphaned descendants (bmaptool's decompressor) become our children, so their CPU time is
+    counted when we reap them."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0     # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap():
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def run_ours(xz, bmap, targets, threads=None):
+    results = pipeline.flash(xz, targets, bmap_path=bmap, verify=True, decoder_threads=threads)
     bad = [r.error for r in results.values() if not r.ok]
     if bad:
         raise RuntimeError('ours failed: %s' % '; '.join(bad))
@@ -251,13 +274,18 @@ def run_bmaptool(xz, bmap, targets):
     return {}
 
 
-METHODS = (('ours', run_ours), ('dd', run_dd), ('bmaptool', run_bmaptool))
+def run_ours_single(xz, bmap, targets):
+    return run_ours(xz, bmap, targets, threads=1)
+
+
+METHODS = (('ours', run_ours), ('dd', run_dd), ('bmaptool', run_bmaptool), ('ours/1', run_ours_single))
 
 
 def measure(name, fn, xz, bmap_path, targets):
     os.sync()
     wall0, self0, child0 = time.perf_counter(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
     extra = fn(xz, bmap_path, targets)
+    reap()
     wall = time.perf_counter() - wall0
     cpu_s = (cpu(resource.RUSAGE_SELF) - self0) + (cpu(resource.RUSAGE_CHILDREN) - child0)
     return dict(extra, name=name, wall=wall, cpu=cpu_s, written=allocated(targets))
@@ -274,8 +302,8 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=1)
     parser.add_argument('--emmc-size', default='8G', help='target size (default 8G, a CM4 eMMC)')
     parser.add_argument('--dir', default=os.path.join(ROOT, '.build', 'bench'))
-    parser.add_argument('--methods', default='ours,dd,bmaptool',
-                        help='comma-separated subset of ours,dd,bmaptool')
+    parser.add_argument('--methods', default='ours,dd,bmaptool,ours/1',
+                        help='comma-separated subset of ours,dd,bmaptool,ours/1')
     args = parser.parse_args(argv)
 
     def log(msg):
@@ -303,7 +331,11 @@ def main(argv=None):
            human(manifest['xz_size']), manifest['xz'], manifest['bmap_tool']))
     log('targets: %d sparse regular files of %s under %s, recreated empty before each method '
         '(plain files, not the hat simulator)' % (NODES, human(emmc_size), args.dir))
-    log('machine: %d CPUs' % os.cpu_count())
+    subreaper = become_subreaper()
+    log('machine: %d CPUs, load average %.2f at the start; decoder threads for ours: %d; %s'
+        % (os.cpu_count(), os.getloadavg()[0], source.default_threads(),
+           'child CPU includes orphans' if subreaper else 'could not become a subreaper: '
+           'bmaptool\'s CPU misses its xz'))
 
     rows = {}
     verified = {}
@@ -320,12 +352,17 @@ def main(argv=None):
             % (name, row['wall'], row['cpu'], human(row['written']), note,
                row['written'] / (NODES * mapped), verified[name], NODES))
     shutil.rmtree(os.path.join(args.dir, 'targets'), ignore_errors=True)
+    log('load average %.2f at the end (other work on this machine slows every method)'
+        % os.getloadavg()[0])
 
     if 'ours' not in rows:
         return 0
 
-    def ratio(other):
-        return '%.2f' % (rows['ours']['wall'] / rows[other]['wall']) if other in rows else 'n/a'
+    def ratio(other, mine='ours'):
+        return '%.2f' % (rows[mine]['wall'] / rows[other]['wall']) if other in rows else 'n/a'
+    if 'ours/1' in rows:
+        log('with one decoder thread: ours/dd=%s ours/bmaptool=%s'
+            % (ratio('dd', 'ours/1'), ratio('bmaptool', 'ours/1')))
     print('flash-bench ours/dd=%s ours/bmaptool=%s written/mapped=%.2f verified=%d/%d'
           % (ratio('dd'), ratio('bmaptool'), rows['ours']['written'] / (NODES * mapped),
              verified['ours'], NODES), flush=True)
