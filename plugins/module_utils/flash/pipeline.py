@@ -44,6 +44,7 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors impor
 )
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.source import (
     file_sha256,
+    normalize_sha256,
     open_image,
     verify_sha256,
 )
@@ -320,6 +321,8 @@ class _Writer(threading.Thread):
             piece = self.queue.get()
             if piece is _END:
                 break
+            if self.verifier is not None and self.verifier.error:
+                self.fail('verify', self.verifier.error)    # no point writing the rest
             if self.failed or run.abort.is_set():
                 continue    # drain: the stream must never wait for a dead target
             try:
@@ -416,12 +419,14 @@ def flash(source_path, targets, bmap_path=None, sha256=None, verify=True, progre
     sequential decoding).
 
     Never raises for bad images or targets: every problem ends up in the results, one line per
-    target. Raises ValueError for bad arguments.
+    target. Raises ValueError for bad arguments (no targets, chunk_size, a malformed sha256).
     """
     if not targets:
         raise ValueError('no targets')
     if chunk_size <= 0 or chunk_size % 4096:
         raise ValueError('chunk_size must be a positive multiple of 4096')
+    if sha256:
+        sha256 = normalize_sha256(sha256)
     started = time.monotonic()
     results = FlashResults((name, TargetResult(name, path)) for name, path in targets.items())
     summary = results.image = ImageSummary(source_path, bmap_path)
@@ -467,9 +472,15 @@ def flash(source_path, targets, bmap_path=None, sha256=None, verify=True, progre
     def ranges_of(index):
         return known[index]
 
+    seen = {}
     for name, path in targets.items():
         target = Target(name, path, _alive_for(alive, name), buffer_size=chunk_size)
         try:
+            real = os.path.realpath(path)
+            if real in seen:
+                raise TargetError('%s: same device as target %s; refusing to write it twice'
+                                  % (path, seen[real]))
+            seen[real] = name
             target.open()
             if image_size is not None:
                 target.require(image_size)
@@ -477,6 +488,7 @@ def flash(source_path, targets, bmap_path=None, sha256=None, verify=True, progre
             target.close()
             results[name].stage = 'open'
             results[name].error = str(exc)
+            results[name].seconds = time.monotonic() - started
             continue
         writers.append(_Writer(target, results[name], run, depth, ranges_of, verify,
                                verify_window, chunk_size, sparse))
@@ -524,7 +536,10 @@ def _stream(reader, ranges, image_size, chunk_size, run, consumers, known):
     pos = 0
     try:
         for index, (start, end, checksum) in enumerate(_segments(None) if open_ended else ranges):
-            if run.abort.is_set() or all(w.failed for w in writers):
+            if run.abort.is_set():
+                return
+            if all(w.failed for w in writers):
+                run.fail_all('no target left to write to')
                 return
             if start > pos:
                 pos += reader.skip(start - pos)

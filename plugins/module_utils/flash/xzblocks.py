@@ -143,7 +143,7 @@ class ParallelXzDecoder:
     block that had them, as a sequential decoder would.
     """
 
-    def __init__(self, fd, blocks, threads, piece=4 * 1024 * 1024, ahead=32 * 1024 * 1024):
+    def __init__(self, fd, blocks, threads, piece=4 * 1024 * 1024, ahead=16 * 1024 * 1024):
         self._fd = fd
         self._blocks = blocks
         self._threads = max(1, min(threads, len(blocks)))
