@@ -417,3 +417,44 @@ def test_when_every_target_fails_the_stream_stops(image_set, targets, monkeypatc
     results = pipeline.flash(image_set['xz'], targets, bmap_path=image_set['bmap'], **OPTS)
     assert all(r.stage == 'write' for r in results.values())
     assert results.image.content_digest is None
+
+
+@pytest.fixture()
+def loop_device(tmp_path):
+    """A real block device backed by a pattern-filled file, where the machine allows it (root)."""
+    if os.geteuid() != 0 or not shutil.which('losetup'):
+        pytest.skip('loop devices need root and losetup')
+    backing = images.make_target(str(tmp_path / 'loop.img'), TARGET_SIZE + (-TARGET_SIZE % 4096))
+    run = subprocess.run(['losetup', '--find', '--show', backing], capture_output=True, text=True, check=False)
+    if run.returncode:
+        pytest.skip('no loop device: %s' % run.stderr.strip())
+    device = run.stdout.strip()
+    try:
+        yield device, backing
+    finally:
+        subprocess.run(['losetup', '-d', device], check=False)
+
+
+def test_block_device_target(image_set, targets, loop_device):
+    device, backing = loop_device
+    bmap = parse_bmap(image_set['bmap'])
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        assert writer.device_size(fd) == os.path.getsize(backing)
+    finally:
+        os.close(fd)
+    results = pipeline.flash(image_set['xz'], dict(targets, loop=device), bmap_path=image_set['bmap'], **OPTS)
+    assert results.ok and results['loop'].verified
+    subprocess.run(['losetup', '-d', device], check=False)
+    images.assert_flashed(backing, image_set['raw'], bmap)
+
+
+def test_block_device_in_use_is_refused(image_set, loop_device):
+    device, backing = loop_device
+    holder = os.open(device, os.O_RDONLY | os.O_EXCL)    # as a mount would claim it
+    try:
+        results = pipeline.flash(image_set['xz'], {'loop': device}, bmap_path=image_set['bmap'], **OPTS)
+    finally:
+        os.close(holder)
+    assert results['loop'].stage == 'open' and 'in use' in results['loop'].error
+    assert images.read(backing) == bytes([images.PATTERN]) * os.path.getsize(backing)
