@@ -15,6 +15,8 @@ Integrity, in the order a stream meets it:
   checksum) by the decompressors;
 - a stream must end where its format says it ends: a truncated stream, or data after it (other than
   the padding the format allows) is an error naming the format.
+
+A multi-block .xz (as `xz -T0` and pi-gen write them) is decoded on several threads (xzblocks).
 """
 
 from __future__ import annotations
@@ -239,14 +241,23 @@ class _CountingFile:
         self._f.seek(n, os.SEEK_CUR)
         self.count += n
 
+    def feed(self, data):
+        """Account for bytes a decoder read itself, which come next in the file."""
+        self.count += len(data)
+        if self.digest is not None:
+            self.digest.update(data)
+
     def advance_to(self, offset):
-        """Account for the file up to offset, read in order (for decoders that use pread)."""
+        """Account for the file up to offset, reading (to hash) what has not been fed."""
         if self.digest is None:
             self.count = max(self.count, offset)
             return
+        fd = self._f.fileno()
         while self.count < offset:
-            if not self.read(min(READ_BLOCK, offset - self.count)):
+            data = os.pread(fd, min(READ_BLOCK, offset - self.count), self.count)
+            if not data:
                 break
+            self.feed(data)
 
     def close(self):
         self._f.close()
@@ -277,7 +288,15 @@ class _ParallelXzDecoder:
         self._path = path
         self._blocks = blocks
         self._size = os.fstat(fd).st_size
-        self._dec = xzblocks.ParallelXzDecoder(fd, blocks, threads)
+        hashing = raw.digest is not None
+        self._dec = xzblocks.ParallelXzDecoder(fd, blocks, threads,
+                                               on_raw=self._on_raw if hashing else None)
+
+    def _on_raw(self, block, data):
+        # Stream headers, indexes and padding before this block come from the file; the block's
+        # own bytes are the ones its worker decoded.
+        self._raw.advance_to(block.offset)
+        self._raw.feed(data)
 
     def read_some(self, n):
         try:

@@ -14,6 +14,9 @@ flags, backward size), and the walk must account for every byte of the file: any
 not a well-formed .xz and the caller falls back to the sequential decoder, which reports the damage.
 
 Memory stays bounded: each thread runs at most `ahead` bytes of output in front of the reader.
+When the file's SHA-256 is wanted, the workers pass on the compressed bytes they decoded and the
+reader hashes exactly those, in file order, with the bytes between blocks: a file that changes
+during the run cannot pass for the one that was checked.
 """
 
 from __future__ import annotations
@@ -132,6 +135,13 @@ class _Failure:
         self.exc = exc
 
 
+class _Raw:
+    """Compressed bytes a worker decoded, passed on so the reader can hash exactly those."""
+
+    def __init__(self, data):
+        self.data = data
+
+
 _DONE = object()
 
 
@@ -140,15 +150,19 @@ class ParallelXzDecoder:
 
     Thread t decodes blocks t, t + threads, ... into a bounded queue per block, so it waits when
     it is `ahead` bytes in front of the reader. Errors are raised when the reader reaches the
-    block that had them, as a sequential decoder would.
+    block that had them, as a sequential decoder would. on_raw(block, data), when given, receives
+    in file order the compressed bytes each block was decoded from.
     """
 
-    def __init__(self, fd, blocks, threads, piece=4 * 1024 * 1024, ahead=16 * 1024 * 1024):
+    def __init__(self, fd, blocks, threads, piece=4 * 1024 * 1024, ahead=16 * 1024 * 1024,
+                 on_raw=None):
         self._fd = fd
         self._blocks = blocks
         self._threads = max(1, min(threads, len(blocks)))
         self._piece = piece
-        self._depth = max(2, ahead // piece)
+        self._on_raw = on_raw
+        # Raw pieces share the queue with output pieces when they are passed on.
+        self._depth = max(2, ahead // piece) + (max(2, ahead // RAW_READ) if on_raw else 0)
         self._queues = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -205,6 +219,8 @@ class ParallelXzDecoder:
                 data = os.pread(self._fd, min(RAW_READ, end - pos), pos)
                 if not data:
                     raise EOFError('the file ends inside a block')
+                if self._on_raw is not None:
+                    yield _Raw(data)
                 pos += len(data)
                 if pos >= end:
                     inputs.append(suffix)
@@ -251,6 +267,9 @@ class ParallelXzDecoder:
             if isinstance(item, _Failure):
                 self.close()
                 raise item.exc
+            if isinstance(item, _Raw):
+                self._on_raw(self._blocks[self._index], item.data)
+                continue
             self._current, self._offset = item, 0
         if self._offset == 0 and n >= len(self._current):
             out, self._current = self._current, b''

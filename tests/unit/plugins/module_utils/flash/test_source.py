@@ -267,3 +267,18 @@ def test_multiblock_xz_stops_cleanly_when_closed_early(multiblock):
     assert len(reader.read(4096)) == 4096
     reader.close()
     assert not [t for t in threading.enumerate() if t.name.startswith('xz-block')]
+
+
+def test_multiblock_hash_covers_the_bytes_the_workers_decoded(multiblock, monkeypatch):
+    # Whatever the file holds when the hash reads it, the digest is over what was decoded.
+    from ansible_collections.minicluster.cm4.plugins.module_utils.flash import xzblocks
+    seen = []
+    real = xzblocks.ParallelXzDecoder.__init__
+
+    def spy(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        seen.append(self._on_raw is not None)
+    monkeypatch.setattr(xzblocks.ParallelXzDecoder, '__init__', spy)
+    data, reader = read_all(multiblock, threads=2, hash_source=True)
+    assert seen == [True]
+    assert reader.sha256 == hashlib.sha256(images.read(multiblock)).hexdigest()
