@@ -81,10 +81,6 @@ def bmaptool_create(image, bmap=None):
     return bmap
 
 
-def file_checksum_field(version):
-    return 'BmapFileChecksum' if version not in ('1.3',) else 'BmapFileSHA1'
-
-
 def resign(bmap_path, checksum_type='sha256', tag='BmapFileChecksum'):
     """Recompute a bmap's own checksum after an edit, the way bmaptool defines it."""
     with open(bmap_path, 'rb') as f:
