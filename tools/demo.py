@@ -60,8 +60,6 @@ def main():
 
     step('starting the simulated hat in %s' % os.path.relpath(HAT, REPO))
     simulator('start')
-    # What a usbboot checkout holds; the simulated rpiboot only checks that it is there.
-    os.makedirs(os.path.join(HAT, 'usbboot', 'mass-storage-gadget64'), exist_ok=True)
     try:
         playbook = [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'), '-i', inventory]
         flash = ['-e', 'image=%s.xz' % IMAGE, '-e', 'bmap=%s.bmap' % IMAGE,

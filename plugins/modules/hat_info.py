@@ -26,12 +26,14 @@ attributes:
   diff_mode:
     support: N/A
     details: Read-only.
+  platform:
+    platforms: posix
 options:
   tmp117_addresses:
     description:
       - I2C address of the TMP117 under each node, node number to address. The hat sets them per slot.
     type: dict
-    default: {1: 0x48, 2: 0x49, 3: 0x4A, 4: 0x4B}
+    default: {"1": 0x48, "2": 0x49, "3": 0x4A, "4": 0x4B}
   ina226_address:
     description:
       - I2C address of the input power monitor (its A0/A1 straps).
@@ -154,7 +156,7 @@ def main():
     argument_spec = hat_argument_spec()
     argument_spec.update(
         i2c_bus=dict(type='raw', default='1'),
-        tmp117_addresses=dict(type='dict', default={1: 0x48, 2: 0x49, 3: 0x4A, 4: 0x4B}),
+        tmp117_addresses=dict(type='dict', default={'1': 0x48, '2': 0x49, '3': 0x4A, '4': 0x4B}),
         ina226_address=dict(type='int', default=0x40),
         ina226_shunt_ohm=dict(type='float', default=0.002),
         sensors=dict(type='bool', default=True),

@@ -62,7 +62,7 @@ def first_boot_hostname(image, boot_lba):
         return _valid(text.splitlines()[0])
     for name, pattern in (('user-data', r'^\s*hostname:\s*(\S+)'),
                           ('custom.toml', r'^\s*hostname\s*=\s*"?([^"\s]+)"?'),
-                          ('firstrun.sh', r'CURRENT_HOSTNAME=["\']?([A-Za-z0-9-]+)')):
+                          ('firstrun.sh', r'(?:NEW_HOSTNAME=|imager_custom set_hostname\s+)["\']?([A-Za-z0-9-]+)')):
         text = _mtype(image, offset, name)
         if not text:
             continue

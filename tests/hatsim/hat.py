@@ -77,6 +77,8 @@ class Hat(object):
         self.path = lambda *parts: os.path.join(self.dir, *parts)
 
         os.makedirs(self.path('emmc'), exist_ok=True)
+        # Where a usbboot checkout keeps its payloads: the fake rpiboot needs -d to exist.
+        os.makedirs(self.path('usbboot', 'mass-storage-gadget64'), exist_ok=True)
         now = time.monotonic()
         self.nodes = {}
         for n in NODES:
