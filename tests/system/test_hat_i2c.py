@@ -5,11 +5,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import random
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,39 +12,7 @@ import pytest
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import eeprom24, emc2301, usb2517
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 from hatsim.client import Control
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODULES = os.path.join(REPO, 'plugins', 'modules')
-
-
-def start_sim(directory, *extra):
-    subprocess.run([sys.executable, '-m', 'hatsim', 'start', '--dir', str(directory)] + list(extra), check=True,
-                   stdout=subprocess.DEVNULL)
-
-
-def stop_sim(directory):
-    subprocess.run([sys.executable, '-m', 'hatsim', 'stop', '--dir', str(directory)], check=False,
-                   stdout=subprocess.DEVNULL)
-
-
-def sim_state(directory):
-    with open(os.path.join(str(directory), 'state.json')) as f:
-        return json.load(f)
-
-
-def run_module(name, args, tmp, check_mode=False, diff=False):
-    """Run a module the way Ansible's local connection does, minus the packaging."""
-    args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
-    path = os.path.join(str(tmp), 'args-%d-%d.json' % (os.getpid(), random.getrandbits(48)))
-    with open(path, 'w') as f:
-        json.dump({'ANSIBLE_MODULE_ARGS': args}, f)
-    proc = subprocess.run([sys.executable, os.path.join(MODULES, name + '.py'), path], capture_output=True, text=True,
-                          check=False)
-    os.unlink(path)
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError('module %s printed no JSON: %s %s' % (name, proc.stdout, proc.stderr))
+from moduletest import run_module, sim_state, start_sim, stop_sim
 
 
 @pytest.fixture

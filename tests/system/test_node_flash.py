@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
 import stat
 import subprocess
@@ -27,8 +26,9 @@ import pytest
 
 from hatsim.testing import running_hat
 
+import moduletest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODULE = os.path.join(REPO, 'plugins', 'modules', 'node_flash.py')
 MKIMAGE = os.path.join(REPO, 'tools', 'mkimage.py')
 NODES = [1, 2, 3, 4]
 PATTERN = b'\xa5\x5a' * 2048  # what an eMMC holds before the flash: unmapped blocks must keep it
@@ -113,7 +113,6 @@ def read_range(path, start, end):
 @pytest.fixture
 def hat(tmp_path):
     with running_hat(tmp_path / 'hat', disk_delay=0.3, rpiboot_timeout=2, boot_delay=0.1) as h:
-        os.makedirs(h.path('usbboot', 'mass-storage-gadget64'))
         os.makedirs(h.path('usbboot', 'recovery'))
         yield h
 
@@ -129,21 +128,7 @@ def base_args(hat, img, **extra):
 
 
 def run_module(args, tmp, check_mode=False):
-    path = os.path.join(str(tmp), 'args-%d.json' % random.getrandbits(48))
-    payload = dict(args)
-    if check_mode:
-        payload['_ansible_check_mode'] = True
-    payload['_ansible_diff'] = True
-    with open(path, 'w') as f:
-        json.dump({'ANSIBLE_MODULE_ARGS': payload}, f)
-    proc = subprocess.run([sys.executable, MODULE, path], capture_output=True, text=True, timeout=300, check=False)
-    os.unlink(path)
-    try:
-        result = json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError('node_flash printed no JSON: %s %s' % (proc.stdout, proc.stderr))
-    result['_stdout'] = proc.stdout
-    return result
+    return moduletest.run_module('node_flash', args, tmp, check_mode=check_mode, diff=True)
 
 
 def by_node(result):

@@ -11,44 +11,13 @@ import contextlib
 import io
 import json
 import multiprocessing
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODULES = os.path.join(REPO, 'plugins', 'modules')
+from moduletest import run_module, sim_state, start_sim, stop_sim
+
 PIN_COMMAND = {'usb': 'U', 'normal': 'u', 'on': 'e', 'off': 'd', 'reset': 'r'}
-
-
-def start_sim(directory, *extra):
-    subprocess.run([sys.executable, '-m', 'hatsim', 'start', '--dir', str(directory)] + list(extra), check=True,
-                   stdout=subprocess.DEVNULL)
-
-
-def stop_sim(directory):
-    subprocess.run([sys.executable, '-m', 'hatsim', 'stop', '--dir', str(directory)], check=False,
-                   stdout=subprocess.DEVNULL)
-
-
-def sim_state(directory):
-    with open(os.path.join(str(directory), 'state.json')) as f:
-        return json.load(f)
-
-
-def run_module(name, args, tmp):
-    """Run a module the way Ansible's local connection does, minus the packaging."""
-    path = os.path.join(str(tmp), 'args-%d-%d.json' % (os.getpid(), random.getrandbits(48)))
-    with open(path, 'w') as f:
-        json.dump({'ANSIBLE_MODULE_ARGS': args}, f)
-    proc = subprocess.run([sys.executable, os.path.join(MODULES, name + '.py'), path], capture_output=True, text=True, check=False)
-    os.unlink(path)
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        raise AssertionError('module %s printed no JSON: %s %s' % (name, proc.stdout, proc.stderr))
 
 
 @pytest.fixture
