@@ -74,7 +74,7 @@ def cleanup(directory):
         path = os.path.join(directory, name)
         if os.path.lexists(path):
             os.unlink(path)
-    for name in ('sys', 'dev', '.hatsim-staging'):
+    for name in ('sys', 'dev', 'usbboot', '.hatsim-staging'):
         path = os.path.join(directory, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
