@@ -15,16 +15,6 @@ from hatsim.client import Control
 from moduletest import run_module, sim_state, start_sim, stop_sim
 
 
-@pytest.fixture
-def hat(tmp_path):
-    directory = tmp_path / 'hat'
-    start_sim(directory)
-    try:
-        yield directory
-    finally:
-        stop_sim(directory)
-
-
 def hub_bus(hat):
     return 'unix:%s' % (hat / 'i2c-hub.sock')
 

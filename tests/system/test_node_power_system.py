@@ -13,21 +13,9 @@ import json
 import multiprocessing
 import random
 
-import pytest
-
 from moduletest import run_module, sim_state, start_sim, stop_sim
 
 PIN_COMMAND = {'usb': 'U', 'normal': 'u', 'on': 'e', 'off': 'd', 'reset': 'r'}
-
-
-@pytest.fixture
-def hat(tmp_path):
-    directory = tmp_path / 'hat'
-    start_sim(directory)
-    try:
-        yield directory
-    finally:
-        stop_sim(directory)
 
 
 def console_args(hat, **args):
