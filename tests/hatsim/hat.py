@@ -41,7 +41,10 @@ LOG = logging.getLogger('hatsim')
 
 INA226_ADDRESS = 0x40
 EMC2301_ADDRESS = 0x2F
-TMP117_ADDRESSES = {1: 0x48, 2: 0x49, 3: 0x4A, 4: 0x4B}
+# Each card pulls ADD0 up; the hat leaves it open on slot 1, ties it to GND, SCL, SDA on slots 2, 3, 4.
+TMP117_ADDRESSES = {1: 0x49, 2: 0x48, 3: 0x4B, 4: 0x4A}
+RP2040_PORT = 1
+NODE_PORTS = {1: 2, 2: 3, 3: 4, 4: 5}
 HAT_OVERHEAD_A = 0.25
 FAN_MAX_A = 0.15
 SUPPLY_V = 12.0
@@ -84,7 +87,7 @@ class Hat(object):
         for n in NODES:
             emmc = self.path('emmc', 'node%d.img' % n)
             disks.ensure_image(emmc, options.emmc_size)
-            self.nodes[n] = Node(n, options.usb_paths[n - 1], emmc, n not in options.empty_slots,
+            self.nodes[n] = Node(n, '%s.%d' % (options.hub_path, NODE_PORTS[n]), emmc, n not in options.empty_slots,
                                  options.ambient_c, random.Random(n))
         self.eeprom = M24LC08(self._initial_eeprom(), options.write_cycle_ms / 1000.0, self._eeprom_committed)
         self.emc2301 = EMC2301(random.Random(2301))
@@ -98,7 +101,7 @@ class Hat(object):
         self._hub_load()
 
         self.fakesys = FakeSys(self.dir)
-        self.fakesys.add_hubs(options.usb_paths)
+        self._usb_tree()
         self.bus_host = Bus('i2c-1', self._resolve_host, self.lock, self.touched)
         self.bus_hub = Bus('i2c-hub', self._resolve_hub, self.lock, self.touched)
         self.rp2040 = RP2040(PtyPort(self.path('rp2040')), self, random.Random(2040))
@@ -345,11 +348,50 @@ class Hat(object):
             LOG.info('node %d: %s was open at removal: eMMC image detached from its writers', node.number, name)
 
     # -- USB boot ----------------------------------------------------------------------------------
-    def _usb_reachable(self, node):
+    def _hub_enumerated(self):
+        """The hub shows on the Pi's bus: out of reset and not D+/D- swapped upstream (strict_hub only)."""
         if not self.options.strict_hub:
             return True
-        port = str(node.usb_path.rsplit('.', 1)[-1])
-        return not self.options.jumpers and self.usb_hub.get('port_works', {}).get(port, False)
+        return not self.options.jumpers and not self.usb_hub.get('upstream_swapped', True)
+
+    def _port_works(self, port):
+        if not self.options.strict_hub:
+            return True
+        return self._hub_enumerated() and self.usb_hub.get('port_works', {}).get(str(port), False)
+
+    def _usb_tree(self):
+        """The hub and the RP2040 behind it as the hub's state says (nodes come and go with USB boot)."""
+        if getattr(self, 'fakesys', None) is None:
+            return
+        hub_path = self.options.hub_path
+        up = self._hub_enumerated()
+        if not up:
+            if hub_path in self.fakesys.usb_devices:
+                for node in self.nodes.values():
+                    self._drop_usb(node)
+                self.fakesys.remove_hub(hub_path)
+                self.fakesys.unlink_dev('ttyACM0')
+                self._hub_shown = None
+            return
+        configured = self.usb_hub.get('image') != 'blank'
+        shown = (self.usb_hub.get('vid'), self.usb_hub.get('pid'), self.usb_hub.get('did')) if configured else None
+        if hub_path not in self.fakesys.usb_devices or getattr(self, '_hub_shown', None) != shown:
+            for node in self.nodes.values():
+                self._drop_usb(node)
+            vid, pid, did = shown or ('0424', '2517', '0000')
+            self.fakesys.add_hub(hub_path, vid, pid, did, (self.usb_hub.get('strings') or {}) if configured else None)
+            self._hub_shown = shown
+        rp2040_path = '%s.%d' % (hub_path, RP2040_PORT)
+        if self._port_works(RP2040_PORT):
+            if rp2040_path not in self.fakesys.usb_devices:
+                self.fakesys.add_rp2040(rp2040_path, tty='ttyACM0')
+                self.fakesys.link_dev('ttyACM0', self.path('rp2040'))
+        elif rp2040_path in self.fakesys.usb_devices:
+            self.fakesys.remove_usb_device(rp2040_path)
+            self.fakesys.unlink_dev('ttyACM0')
+
+    def _usb_reachable(self, node):
+        return self._port_works(NODE_PORTS[node.number])
 
     def rpiboot_eligible(self, node):
         return node.powered and node.mode == 'usb_rom' and not node.unplugged and self._usb_reachable(node)
@@ -470,10 +512,11 @@ class Hat(object):
     # -- decoys ------------------------------------------------------------------------------------
     def make_decoys(self, usb_paths=('1-1.4',)):
         with self.lock:
-            node_paths = set(node.usb_path for node in self.nodes.values())
+            taken = set(node.usb_path for node in self.nodes.values())
+            taken.add('%s.%d' % (self.options.hub_path, RP2040_PORT))
             for usb_path in usb_paths:
-                if usb_path in node_paths:
-                    raise ValueError('decoy USB path %s is a node\'s path' % usb_path)
+                if usb_path in taken:
+                    raise ValueError('decoy USB path %s is a node\'s or the RP2040\'s path' % usb_path)
             os.makedirs(self.path('decoys'), exist_ok=True)
             wanted = [('usb-%s' % p, 'usb', p) for p in usb_paths] + [('loop0', 'loop', None), ('mmcblk0', 'mmc', None)]
             for key, kind, usb_path in wanted:
@@ -499,6 +542,7 @@ class Hat(object):
         self.usb_hub = usb2517.decode(self.eeprom.data[:256])
         self.usb_hub['loaded_at'] = time.time()
         self.hub_loads += 1
+        self._usb_tree()
 
     def hub_reset(self):
         with self.lock:
@@ -516,6 +560,8 @@ class Hat(object):
                 self.eeprom.write_cycle_s = self.options.write_cycle_ms / 1000.0
             if old_jumpers and not self.options.jumpers:
                 self._hub_load()  # removing the jumpers releases the hub's reset
+            elif 'jumpers' in changed or 'strict_hub' in changed:
+                self._usb_tree()  # fitting them holds it in reset: it leaves the bus
             if 'empty_slots' in changed:
                 self._set_slots(old_empty, set(self.options.empty_slots))
             self.changed()

@@ -38,10 +38,10 @@ class UsbError(Exception):
     """The hat's hub cannot be found or a given path is not the hat's, with what to do."""
 
 
-def check_usb_path(path, what='USB path'):
-    """A sysfs USB device name such as 1-1.2.3, or UsbError."""
+def check_usb_path(path, what='USB path', fix=''):
+    """A sysfs USB device name such as 1-1.3.2, or UsbError."""
     if not isinstance(path, str) or not USB_PATH_RE.fullmatch(path):
-        raise UsbError('%s %r is not a sysfs USB device name such as 1-1.2.3 (bus-port.port...)' % (what, path))
+        raise UsbError('%s %r is not a sysfs USB device name such as 1-1.3.2 (bus-port.port...)%s' % (what, path, fix))
     return path
 
 
@@ -213,7 +213,7 @@ def resolve_node_paths(nodes, root='/', usb_paths=None, hub_path=None):
     """
     given = dict(usb_paths or {})
     for node, path in given.items():
-        check_usb_path(path, 'usb_paths entry for node %s' % node)
+        check_usb_path(path, fix=': fix the usb_paths entry of node %s' % node)
     seen = {}
     for node, path in sorted(given.items()):
         if path in seen:
