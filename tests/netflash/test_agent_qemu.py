@@ -10,6 +10,7 @@ per boot.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 
@@ -57,6 +58,8 @@ def test_agent_flashes_xz_image_and_verifies(tmp_path, qemu_payload, image):
     assert report['image_bytes'] == image.size
     assert report['compressed_bytes'] == os.path.getsize(image.paths['xz'])
     assert [d[:2] for d in report['digests']] == [r[:2] for r in image.ranges]
+    content = hashlib.sha256(b''.join(image.raw[o:o + n] for o, n, _ in image.ranges)).hexdigest()
+    assert report['content_digest'] == content
     assert_written_exactly(disk, image)
 
 

@@ -164,15 +164,25 @@ blockdev --flushbufs "$DEVICE"
 echo 3 > /proc/sys/vm/drop_caches
 : > /tmp/digests
 bad=0
+# Besides each range's digest, one digest of all ranges in order: the content digest the
+# controller records, as the USB method does.
+mkfifo /tmp/content
+sha256sum < /tmp/content > /tmp/content.sum &
+CPID=$!
+exec 4> /tmp/content
 while read -r off len sum; do
     got=$(dd if="$DEVICE" bs=1M skip=$off count=$len iflag=skip_bytes,count_bytes,fullblock 2>/dev/null \
-        | sha256sum | cut -d' ' -f1)
+        | tee /proc/self/fd/4 | sha256sum | cut -d' ' -f1)
     echo "digest $off $len $got" >> /tmp/digests
     [ "$got" = "$sum" ] || bad=$((bad + 1))
 done < /tmp/ranges
+exec 4>&-
+wait $CPID
 {
     if [ $bad = 0 ]; then echo "status ok"; else echo "status failed"; echo "error $bad ranges read back wrong"; fi
-    cat /tmp/counts /tmp/digests
+    cat /tmp/counts
+    echo "content_digest $(cut -d' ' -f1 /tmp/content.sum)"
+    cat /tmp/digests
 } > /tmp/report
 log "verified: $bad ranges wrong"
 post_report

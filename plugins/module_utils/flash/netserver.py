@@ -13,7 +13,7 @@ the report are plain text lines so that busybox sh on the node can read and writ
     GET  /image/<serial>   the compressed image, with Content-Length
     POST /report/<serial>  status ok|failed / error TEXT / download_status N / decoder_status N /
                            writer_status N / compressed_bytes N / image_bytes N /
-                           digest OFFSET LENGTH SHA256 ...
+                           content_digest SHA256 / digest OFFSET LENGTH SHA256 ...
 
 The controller never trusts the agent's own verdict: `check_report` compares every digest with the
 bmap itself.
@@ -111,6 +111,8 @@ def parse_report(text):
             report['error'] = ''.join(ch for ch in value if ch.isprintable())[:300]
         elif key in COUNT_KEYS and value.strip().isdigit():
             report[key] = int(value)
+        elif key == 'content_digest' and _SHA256.match(value):
+            report['content_digest'] = value
         elif key == 'digest':
             parts = value.split()
             if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or not _SHA256.match(parts[2]):
