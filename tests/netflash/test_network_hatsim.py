@@ -50,13 +50,16 @@ def image(tmp_path_factory):
 
 @pytest.fixture
 def hat(tmp_path):
-    with running_hat(tmp_path / 'hat', disk_delay=0.3, rpiboot_timeout=2, boot_delay=0.1) as h:
-        for n in NODES:
-            with open(h.emmc(n), 'r+b') as f:
-                size = os.fstat(f.fileno()).st_size
-                for off in range(0, size, len(PATTERN)):
-                    f.write(PATTERN[:size - off])
+    with running_hat(tmp_path / 'hat', emmc_size='64M', disk_delay=0.3, rpiboot_timeout=2, boot_delay=0.1) as h:
         yield h
+
+
+def prefill(hat):
+    """The eMMCs' old contents: a pattern, so that bytes the flash must not touch can be told apart."""
+    for n in NODES:
+        with open(hat.emmc(n), 'r+b') as f:
+            size = os.fstat(f.fileno()).st_size
+            f.write((PATTERN * (size // len(PATTERN) + 1))[:size])
 
 
 def free_port():
@@ -65,12 +68,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def reflash(hat, image, payload, tmp_path, nodes=NODES, check_mode=False, **net):
+def reflash(hat, image, payload_dir, tmp_path, nodes=NODES, check_mode=False, **net):
     bootfiles = tmp_path / 'bootfiles.bin'
     bootfiles.write_bytes(b'usbboot second stage stand-in\n')
     network = dict(interface='lo', server_address='127.0.0.1', server_port=net.pop('port', None) or free_port(),
                    node_addresses=dict((n, '127.0.1.%d/8' % n) for n in NODES),
-                   serials=dict(bootlog.SERIALS), payload=payload, bootfiles=str(bootfiles), timeout=60)
+                   serials=dict(bootlog.SERIALS), payload=payload_dir, bootfiles=str(bootfiles), timeout=60)
     network.update(net)
     job = NetworkReflash(
         nodes, image + '.xz', network,
@@ -93,6 +96,7 @@ def pins(hat):
 
 
 def test_network_flash_records_and_idempotence(hat, image, cm4_payload, tmp_path):
+    prefill(hat)
     job = reflash(hat, image, cm4_payload, tmp_path)
     assert [j.error for j in job.jobs.values() if j.failed] == []
     with open(image, 'rb') as f:
@@ -103,9 +107,12 @@ def test_network_flash_records_and_idempotence(hat, image, cm4_payload, tmp_path
         for start, end, _ in mapped(image):
             assert emmc[start:end] == raw[start:end]
         # What the bmap leaves out keeps the old pattern: only the plan was written.
-        first = mapped(image)[0]
-        assert emmc[first[1]:first[1] + 4096] == raw[first[1]:first[1] + 4096] or \
-            emmc[first[1]:first[1] + 4096] == (PATTERN * 2)[first[1] % len(PATTERN):][:4096]
+        old = PATTERN * (len(emmc) // len(PATTERN) + 1)
+        ranges = mapped(image)
+        gaps = [(a[1], b[0]) for a, b in zip(ranges, ranges[1:]) if b[0] > a[1]] + [(ranges[-1][1], len(emmc))]
+        assert gaps
+        for start, end in gaps:
+            assert emmc[start:end] == old[start:end], 'node %d bytes %d-%d written' % (n, start, end)
         assert job.jobs[n].action == 'flashed' and job.jobs[n].booted
         rec = job.records.load(n)
         content = hashlib.sha256(b''.join(raw[s:e] for s, e, _ in mapped(image))).hexdigest()
@@ -132,24 +139,26 @@ def test_wrong_serial_fails_closed_with_way_out(hat, image, cm4_payload, tmp_pat
     assert p['en'] is False and p['nrpiboot'] is True
 
 
-def test_port_in_use_touches_nothing(hat, image, cm4_payload, tmp_path):
+BAD_INPUT = [
+    (dict(server_address='192.0.2.1'), 'not on the hat interface lo'),
+    (dict(node_addresses={1: '10.9.9.9/24'}), 'not in the subnet'),
+    (dict(node_addresses={1: '127.0.0.1/8'}), 'is the controller address itself'),
+    (dict(serials={1: 'xyz'}), 'not 8 to 16 hex digits'),
+    (dict(serials={}), 'serials has no entry for node 1'),
+    (dict(payload='/nonexistent'), 'no usable payload in /nonexistent'),
+]
+
+
+def test_bad_input_is_refused_before_the_hat(hat, image, cm4_payload, tmp_path):
+    before = hat.state()['rp2040']['log_total']
+    for net, words in BAD_INPUT:
+        with pytest.raises(ReflashError, match=words):
+            reflash(hat, image, cm4_payload, tmp_path, nodes=[1], **net)
+    # A port already in use is found when the server binds, still before any pin moves.
     with socket.socket() as busy:
         busy.bind(('127.0.0.1', 0))
         busy.listen(1)
-        before = hat.state()['rp2040']['log_total']
         job = reflash(hat, image, cm4_payload, tmp_path, nodes=[1], port=busy.getsockname()[1])
     assert job.jobs[1].failed and 'already in use' in job.jobs[1].error
     assert hat.state()['rp2040']['log_total'] == before
-
-
-@pytest.mark.parametrize('net, words', [
-    (dict(server_address='192.0.2.1'), 'not on the hat interface lo'),
-    (dict(node_addresses={1: '10.9.9.9/24'}), 'not in the subnet'),
-    (dict(serials={1: 'xyz'}), 'not 8 to 16 hex digits'),
-    (dict(serials={}), 'serials has no entry for node 1'),
-])
-def test_bad_input_is_refused_before_the_hat(hat, image, cm4_payload, tmp_path, net, words):
-    before = hat.state()['rp2040']['log_total']
-    with pytest.raises(ReflashError, match=words):
-        reflash(hat, image, cm4_payload, tmp_path, nodes=[1], **net)
-    assert hat.state()['rp2040']['log_total'] == before
+    assert job.records.load(1) is None
