@@ -1,29 +1,19 @@
 # -*- coding: utf-8 -*-
 # Copyright: minicluster.cm4 contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Fixtures for the network flash: the payload (built once per pins, cached under .build) and
-small images with SHA-256 bmap ranges."""
+"""Fixtures for the network flash: the payload (built once per pins, cached under .build) and a
+small image with SHA-256 ranges."""
 
 from __future__ import annotations
 
-import hashlib
-import lzma
 import os
-import random
-import shutil
 import sys
 
 import pytest
-import zstandard
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, 'tools', 'payload'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import build as payload_build  # noqa: E402
-
-NEEDS_QEMU = pytest.mark.skipif(not all(shutil.which(t) for t in ('qemu-system-aarch64', 'fdtput', 'dpkg-deb')),
-                                reason='needs qemu-system-aarch64, fdtput and dpkg-deb (make netflash-deps)')
+from netflash_helpers import Image, payload_build  # noqa: E402
 
 
 def pytest_configure(config):
@@ -35,41 +25,11 @@ def qemu_payload():
     return payload_build.build('qemu', log=lambda m: print(m, file=sys.stderr))
 
 
-class Image(object):
-    """A raw image with data ranges and holes, its compressed forms, and its plan ranges."""
-
-    def __init__(self, directory, size=6 << 20, seed=12):
-        rnd = random.Random(seed)
-        self.size = size
-        self.ranges = []
-        data = bytearray(size)
-        # Mapped extents of 4 KiB blocks with holes between them, the last one ending in a
-        # short block as a real image's may.
-        for offset, length in ((0, 512 << 10), (1 << 20, 1 << 20), (3 << 20, 64 << 10),
-                               (4 << 20, (2 << 20) - 1000)):
-            chunk = rnd.randbytes(length // 2) + bytes(length - length // 2)
-            data[offset:offset + length] = chunk
-            self.ranges.append((offset, length, hashlib.sha256(chunk).hexdigest()))
-        self.size = (4 << 20) + (2 << 20) - 1000
-        self.raw = bytes(data[:self.size])
-        self.paths = {'none': os.path.join(directory, 'image.img')}
-        with open(self.paths['none'], 'wb') as f:
-            f.write(self.raw)
-        self.paths['xz'] = self.paths['none'] + '.xz'
-        with open(self.paths['xz'], 'wb') as f:
-            f.write(lzma.compress(self.raw, preset=1))
-        self.paths['zstd'] = self.paths['none'] + '.zst'
-        with open(self.paths['zstd'], 'wb') as f:
-            f.write(zstandard.ZstdCompressor(level=3).compress(self.raw))
+@pytest.fixture(scope='session')
+def cm4_payload():
+    return payload_build.build('cm4', log=lambda m: print(m, file=sys.stderr))
 
 
 @pytest.fixture
 def image(tmp_path):
     return Image(str(tmp_path))
-
-
-def blank_disk(path, size=16 << 20, fill=b'\xa5'):
-    """The stand-in eMMC: filled with a pattern, so a range left unwritten reads back wrong."""
-    with open(path, 'wb') as f:
-        f.write(fill * size)
-    return path

@@ -15,8 +15,8 @@ import os
 import socket
 
 import pytest
-from conftest import NEEDS_QEMU, blank_disk
-from qemu import Guest
+from netflash_helpers import NEEDS_QEMU, blank_disk
+from netflash_qemu import Guest
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.netserver import (
     NetflashRun,

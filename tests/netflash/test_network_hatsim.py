@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from netflash_helpers import REPO
 
 from hatsim import bootlog
 from hatsim.testing import running_hat
@@ -30,12 +30,6 @@ pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in ('mcopy', '
                                 reason='needs mtools, dosfstools, fdisk, e2fsprogs, bmap-tools, xz and dpkg-deb')
 NODES = [1, 2, 3, 4]
 PATTERN = b'\xa5\x5a' * 2048
-
-
-@pytest.fixture(scope='module')
-def cm4_payload():
-    import build as payload_build
-    return payload_build.build('cm4')
 
 
 @pytest.fixture(scope='module')
