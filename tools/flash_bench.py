@@ -374,7 +374,7 @@ def run_network(xz, bmap_path, targets, model):
     stages = {'link': xz_size / (model['link_rate'] / NODES), 'decoder': size / node_decode,
               'emmc write': mapped / model['emmc_write']}
     serve = serve_four(xz, bmap_path)
-    stream = max(max(stages.values()), serve)
+    stream = max(*stages.values(), serve)
     bound = max(stages, key=stages.get) if stream > serve else 'controller serving'
     payload = NODES * model['payload_size'] / model['usb_rate']
     verify = mapped / model['emmc_read']

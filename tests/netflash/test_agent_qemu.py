@@ -44,7 +44,7 @@ def flash_one(tmp_path, payload, image, compression, serial=SERIAL, image_path=N
 
 def assert_written_exactly(disk, image):
     data = disk_bytes(disk)
-    for offset, length, _ in image.ranges:
+    for offset, length, digest in image.ranges:
         assert data[offset:offset + length] == image.raw[offset:offset + length]
     # Between and after the ranges the disk keeps its old pattern: only the plan was written.
     assert data[(512 << 10):(1 << 20)] == b'\xa5' * (512 << 10)
@@ -58,7 +58,7 @@ def test_agent_flashes_xz_image_and_verifies(tmp_path, qemu_payload, image):
     assert report['image_bytes'] == image.size
     assert report['compressed_bytes'] == os.path.getsize(image.paths['xz'])
     assert [d[:2] for d in report['digests']] == [r[:2] for r in image.ranges]
-    content = hashlib.sha256(b''.join(image.raw[o:o + n] for o, n, _ in image.ranges)).hexdigest()
+    content = hashlib.sha256(b''.join(image.raw[o:o + n] for o, n, digest in image.ranges)).hexdigest()
     assert report['content_digest'] == content
     assert_written_exactly(disk, image)
 
@@ -146,7 +146,7 @@ def test_two_guests_against_one_server(tmp_path, qemu_payload, image):
         for guest in guests:
             guest.wait(BOOT_TIMEOUT * 2)
         results = [run.result(s) for s in serials]
-    for (ok, reason, _), guest in zip(results, guests):
+    for (ok, reason, report), guest in zip(results, guests):
         assert ok, '%s\n%s' % (reason, guest.log()[-2000:])
     for disk in disks:
         assert_written_exactly(disk, image)

@@ -62,7 +62,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def reflash(hat, image, payload_dir, tmp_path, nodes=NODES, check_mode=False, **net):
+def reflash(hat, image, payload_dir, tmp_path, nodes=tuple(NODES), check_mode=False, **net):
     bootfiles = tmp_path / 'bootfiles.bin'
     bootfiles.write_bytes(b'usbboot second stage stand-in\n')
     network = dict(interface='lo', server_address='127.0.0.1', server_port=net.pop('port', None) or free_port(),
@@ -98,7 +98,7 @@ def test_network_flash_records_and_idempotence(hat, image, cm4_payload, tmp_path
     for n in NODES:
         with open(hat.emmc(n), 'rb') as f:
             emmc = f.read()
-        for start, end, _ in mapped(image):
+        for start, end, digest in mapped(image):
             assert emmc[start:end] == raw[start:end]
         # What the bmap leaves out keeps the old pattern: only the plan was written.
         old = PATTERN * (len(emmc) // len(PATTERN) + 1)
@@ -109,7 +109,7 @@ def test_network_flash_records_and_idempotence(hat, image, cm4_payload, tmp_path
             assert emmc[start:end] == old[start:end], 'node %d bytes %d-%d written' % (n, start, end)
         assert job.jobs[n].action == 'flashed' and job.jobs[n].booted
         rec = job.records.load(n)
-        content = hashlib.sha256(b''.join(raw[s:e] for s, e, _ in mapped(image))).hexdigest()
+        content = hashlib.sha256(b''.join(raw[s:e] for s, e, digest in mapped(image))).hexdigest()
         assert rec['content_digest'] == content and rec['verified'] is True
     p = pins(hat)
     assert all(p[n]['en'] and p[n]['nrpiboot'] for n in NODES)

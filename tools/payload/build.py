@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: minicluster.cm4 contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Build the netflash payload from pinned Debian arm64 packages.
@@ -11,8 +10,8 @@ checks every file against its SHA-256 pin, unpacks them with `dpkg-deb -x`, and 
 kernel, the CM4 device tree, the firmware (start4.elf, fixup4.dat) and an initramfs holding the
 agent (init.sh), busybox, the xz and zstd decoders with their libraries, and the kernel modules of
 the profile with their dependencies. The result lands in OUT/<profile>-<key>/ with
-build-record.json, where key hashes the pins, the agent and the profile: the same inputs are never
-built twice. Prints the result directory on its last line.
+build-record.json, where key hashes the pins, the agent, the profile and this builder: the same
+inputs are never built twice. Prints the result directory on its last line.
 
 Profile `cm4` is what a node boots. Profile `qemu` adds the virtio drivers a `qemu-system-aarch64
 -M virt` guest needs to stand in for a node in tests.
@@ -61,7 +60,10 @@ def load_pins(path=PINS):
 
 
 def build_key(pins, profile, agent_bytes):
-    blob = json.dumps({'pins': pins, 'profile': profile}, sort_keys=True).encode() + agent_bytes
+    """Hash of everything the result depends on: the pins, the profile, the agent and this builder."""
+    with open(os.path.abspath(__file__), 'rb') as f:
+        builder = f.read()
+    blob = json.dumps({'pins': pins, 'profile': profile}, sort_keys=True).encode() + agent_bytes + builder
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -86,7 +88,8 @@ class Apt(object):
                 '-o', 'DPkg::Lock::Timeout=600', '-qq']
 
     def run(self, args, cwd=None):
-        proc = subprocess.run(['apt-get'] + self.options() + args, cwd=cwd, capture_output=True, text=True)
+        proc = subprocess.run(['apt-get'] + self.options() + args, cwd=cwd, capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.splitlines() if ln.startswith('E:')] or proc.stderr.splitlines()
             raise BuildError('apt-get %s failed: %s' % (' '.join(args), (lines or ['exit %d' % proc.returncode])[-1]))
@@ -146,7 +149,7 @@ def unpack(debs, out):
 
 
 def resolve(roots, ref):
-    pkg, _, path = ref.partition(':')
+    pkg, dummy, path = ref.partition(':')
     full = os.path.join(roots[pkg], path.lstrip('/'))
     if not os.path.isfile(full):
         raise BuildError('%s has no %s' % (pkg, path))
@@ -233,6 +236,8 @@ def initramfs(pins, roots, profile, agent_bytes):
               'etc/netflash', 'lib', 'lib/aarch64-linux-gnu', 'lib/modules'):
         c.dir(d)
     c.chardev('dev/console', 5, 1)
+    # The kernel runs /init through its #! line before busybox has installed its applets.
+    c.symlink('bin/sh', 'busybox')
     c.file('init', agent_bytes, 0o755)
     for dest, ref in sorted(pins['binaries'].items()):
         with open(resolve(roots, ref), 'rb') as f:
@@ -298,6 +303,10 @@ def build(profile='cm4', out=DEFAULT_OUT, pins_path=PINS, log=lambda m: None):
         f.write('\n')
     shutil.rmtree(result, ignore_errors=True)
     os.replace(tmp, result)
+    # Older builds of this profile describe inputs that changed since.
+    for name in os.listdir(out):
+        if name.startswith(profile + '-') and name != os.path.basename(result):
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
     return result
 
 

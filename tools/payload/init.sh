@@ -1,4 +1,4 @@
-#!/bin/busybox sh
+#!/bin/sh
 # netflash agent: /init of the initramfs that rpiboot serves to a node held in USB boot.
 # It fetches the plan the controller made for this node's serial, streams and decompresses the
 # image over Ethernet, writes only the plan's ranges to the plan's disk, reads every range back

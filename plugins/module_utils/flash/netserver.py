@@ -25,7 +25,6 @@ import errno
 import json
 import os
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -104,7 +103,7 @@ def parse_report(text):
     """The agent's report as a dict; anything not in the format is an error, never ignored."""
     report = {'status': None, 'error': None, 'digests': []}
     for number, line in enumerate(text.splitlines(), 1):
-        key, _, value = line.partition(' ')
+        key, dummy, value = line.partition(' ')
         if key == 'status' and value in ('ok', 'failed'):
             report['status'] = value
         elif key == 'error':
@@ -137,7 +136,7 @@ def check_report(plan, report, compressed_size):
     if report.get('image_bytes') != plan.image_size:
         return 'node decoded %s bytes, the image has %d' % (report.get('image_bytes'), plan.image_size)
     got = {(o, n): d for o, n, d in report['digests']}
-    wrong = [(o, n) for o, n, d in plan.ranges if got.get((o, n)) != d]
+    wrong = [(o, n) for o, n, digest in plan.ranges if got.get((o, n)) != digest]
     if wrong or len(got) != len(plan.ranges):
         first = wrong[0] if wrong else None
         return ('%d of %d ranges read back wrong or missing%s'
@@ -265,8 +264,10 @@ class NetflashRun(object):
             self.events.append((time.time(), text))
 
     def unknown(self, serial, client):
+        # Named in error messages: only characters a serial may have, and not many.
+        shown = ''.join(ch for ch in serial[:40] if ch.isalnum()) or '(none)'
         with self._lock:
-            self.strangers[client] = serial[:40]
+            self.strangers[client] = shown
             self._lock.notify_all()
 
     def progress(self, serial, sent, total):

@@ -85,7 +85,7 @@ class NetworkReflash(Reflash):
             raise ReflashError('method network needs server_address: the controller\'s address on %s' % self.interface)
         if not 0 < self.server_port < 65536:
             raise ReflashError('server_port %d is not a TCP port (1 to 65535)' % self.server_port)
-        if not 0 < self.net_timeout:
+        if self.net_timeout <= 0:
             raise ReflashError('network timeout must be positive (got %s)' % self.net_timeout)
         try:
             check_bind_address(self.server_address, self.interface, self.addresses_fn(self.interface))
@@ -101,7 +101,7 @@ class NetworkReflash(Reflash):
                                        'hat subnet' % node)
                 serial = normalise_serial(self.serials[node])
                 addr = netpayload.node_address(self.node_addresses[node], self.server_address)
-                for value, seen, what in ((serial, seen_serial, 'serial'), (addr.split('/')[0], seen_addr, 'address')):
+                for value, seen, what in ((serial, seen_serial, 'serial'), (addr.split('/', maxsplit=1)[0], seen_addr, 'address')):
                     if value in seen:
                         raise ReflashError('nodes %d and %d have the same %s %s' % (seen[value], node, what, value))
                     seen[value] = node
@@ -205,7 +205,7 @@ class NetworkReflash(Reflash):
             plan = self.plans[job.node]
             ok, reason, report = run.result(plan.serial)
             if ok:
-                mapped = sum(length for _, length, _ in plan.ranges)
+                mapped = sum(rng[1] for rng in plan.ranges)
                 job.write = dict(bytes_written=mapped, verified=True, bytes_verified=mapped,
                                  content_digest=report.get('content_digest'), write_seconds=round(waited, 2))
                 continue
@@ -218,4 +218,3 @@ class NetworkReflash(Reflash):
             else:
                 self._fail(job, 'network write', '%s: %s' % (reason, USB_WAY_OUT))
         self._release([j for j in jobs if j.failed])
-
