@@ -41,7 +41,7 @@ def _emmc(sim_dir, node):
 def _plan(text):
     plan = {'ranges': []}
     for line in text.splitlines():
-        key, _, value = line.partition(' ')
+        key, dummy, value = line.partition(' ')
         if key == 'range':
             off, length, digest = value.split()
             plan['ranges'].append((int(off), int(length), digest))
@@ -96,7 +96,7 @@ def flash(server, serial, emmc):
                 start = pos
                 pos += len(data)
                 while idx < len(ranges) and ranges[idx][0] < pos:
-                    off, length, _ = ranges[idx]
+                    off, length = ranges[idx][:2]
                     lo, hi = max(off, start), min(off + length, pos)
                     if hi > lo:
                         os.pwrite(fd, data[lo - start:hi - start], lo)

@@ -12,6 +12,8 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The system tests' module runner (moduletest), shared rather than copied.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'system'))
 
 from netflash_helpers import Image, payload_build  # noqa: E402
 
