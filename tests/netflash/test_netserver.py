@@ -116,6 +116,7 @@ def test_server_serves_one_run_only(tmp_path):
         assert run.wait([p.serial], 5) == []
         assert run.result(p.serial) == (True, None, parse_report(report_text()))
         assert run.sent[p.serial] == 300
+        assert run.lookup('10000000ABCDEF01') == p.serial and run.lookup('abcdef01') is None
         # A second server on the same port is refused with the port named.
         with pytest.raises(NetflashError, match='port %d on 127.0.0.1 is already in use' % run.port):
             NetflashRun('127.0.0.1', run.port, [p], str(image))

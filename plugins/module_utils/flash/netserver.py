@@ -180,8 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _serial(self, prefix):
-        serial = self.path[len(prefix):]
-        return serial if serial in self.server.run.plans else None
+        return self.server.run.lookup(self.path[len(prefix):])
 
     def do_GET(self):
         run = self.server.run
@@ -258,6 +257,16 @@ class NetflashRun(object):
     def url(self):
         host = '[%s]' % self.address if ':' in self.address else self.address
         return 'http://%s:%d' % (host, self.port)
+
+    def lookup(self, serial):
+        """The plan's serial for the one a node presents: the same, or, for a plan given the 8 digits
+        the bootloader prints, the 16 the device tree holds ending in them."""
+        serial = serial.lower()
+        if serial in self.plans:
+            return serial
+        if len(serial) == 16 and serial[8:] in self.plans:
+            return serial[8:]
+        return None
 
     def event(self, text):
         with self._lock:

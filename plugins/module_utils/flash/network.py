@@ -141,13 +141,14 @@ class NetworkReflash(Reflash):
             for job in todo:
                 self._fail(job, 'preflight', str(exc))
             return
-        for job in todo:
-            self.records.forget(job.node)
-            job.record = None
         workdir = tempfile.mkdtemp(prefix='netflash-')
         try:
             with run:
                 self._boot_dirs(todo, run, workdir)
+                for job in self.active():
+                    # The eMMC is about to change: its old record no longer describes it.
+                    self.records.forget(job.node)
+                    job.record = None
                 self._usb_boot(self.active())
                 for job in self.active():
                     self._payload = job.netboot_dir
