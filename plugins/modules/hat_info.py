@@ -79,13 +79,21 @@ nodes:
       description: V(normal) or V(usb) as last set by this controller, null when unknown.
       type: str
     current_ma:
-      description: Current the node draws.
+      description: Current the node draws, in mA per the node's calibration (M(minicluster.cm4.hat_calibrate)) or O(ma_per_unit).
+      type: float
+    baseline_ma:
+      description: The node's off current, from which O(on_threshold_ma) is counted.
       type: float
     temperature_c:
       description: Temperature under the node's SoC; null when its sensor does not answer or has not converted yet.
       type: float
   sample:
     - {node: 1, power: "on", boot_mode: normal, current_ma: 512.3, temperature_c: 41.2}
+console:
+  description: The port that answered and its path, V(usb) or V(uart) (the fallback O(uart_port)).
+  returned: always
+  type: dict
+  sample: {port: /dev/ttyACM0, path: usb}
 input:
   description: The hat's 12 V input; values null when the INA226 does not answer.
   returned: always
@@ -174,12 +182,14 @@ def main():
         module.fail_json(msg=str(exc))
 
     try:
-        status = hat_from_module(module).status()
+        hat = hat_from_module(module)
+        status = hat.status()
     except (HatError, ConsoleError, LockTimeout) as exc:
         module.fail_json(msg=str(exc), port=p['port'])
 
     nodes = [dict(node=n, power=status[n]['power'], boot_mode=status[n]['boot_mode'],
-                  current_ma=status[n]['current_ma'], temperature_c=None) for n in NODES]
+                  current_ma=status[n]['current_ma'], baseline_ma=status[n]['baseline_ma'], temperature_c=None)
+             for n in NODES]
     inp = dict(voltage_v=None, current_a=None, power_w=None)
     fan = dict(rpm=None, duty_percent=None, mode=None)
     if p['sensors']:
@@ -202,7 +212,7 @@ def main():
             bus.close()
     for w in warnings:
         module.warn(w)
-    module.exit_json(changed=False, nodes=nodes, input=inp, fan=fan)
+    module.exit_json(changed=False, nodes=nodes, input=inp, fan=fan, console=dict(port=hat.used_port, path=hat.path_name))
 
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ import threading
 import time
 
 from hatsim import bootlog
+from hatsim import bootsel
 from hatsim import disks
 from hatsim.chips.eeprom24lc08 import M24LC08, BASE_ADDRESS, SIZE as EEPROM_SIZE
 from hatsim.chips.emc2301 import EMC2301
@@ -36,6 +37,7 @@ from hatsim.options import NODES
 from hatsim.ptyport import PtyPort
 from hatsim.rp2040 import RP2040
 from hatsim.scheduler import Scheduler
+from hatsim.stdio import Stdio
 
 LOG = logging.getLogger('hatsim')
 
@@ -101,7 +103,17 @@ class Hat(object):
         self.fakesys.add_hubs(options.usb_paths)
         self.bus_host = Bus('i2c-1', self._resolve_host, self.lock, self.touched)
         self.bus_hub = Bus('i2c-hub', self._resolve_hub, self.lock, self.touched)
-        self.rp2040 = RP2040(PtyPort(self.path('rp2040')), self, random.Random(2040))
+        # The RP2040: its console on USB (behind the hub) and on UART5; its RUN and BOOTSEL lines.
+        self.rp2040_mode = 'firmware'  # firmware, reset (RUN held low) or bootrom (the UF2 drive)
+        self.rp2040_boots = 1
+        self.rp2040_firmware = None
+        self._uf2_reboot_pending = False
+        self.bootrom_drive = self.path('rp2040-bootrom.img')
+        self.gpio = bootsel.Gpio(self._gpio_changed)
+        self.rp2040_stdio = Stdio({'usb': PtyPort(self.path('rp2040')), 'uart': PtyPort(self.path('rp2040-uart'))},
+                                  lambda: self.rp2040_mode == 'firmware')
+        self.rp2040 = RP2040(self.rp2040_stdio, self, random.Random(2040))
+        self._rp2040_usb()
         self.consoles = dict((n, ConsolePort(self.path('console%d' % n), 'console%d' % n)) for n in NODES)
         self.servers = []
         self._threads = []
@@ -114,6 +126,7 @@ class Hat(object):
             LineServer(self.path('i2c-1.sock'), self.bus_host.handle, 'i2c-1'),
             LineServer(self.path('i2c-hub.sock'), self.bus_hub.handle, 'i2c-hub'),
             LineServer(self.path('control.sock'), self.control.handle, 'control'),
+            LineServer(self.path('gpio.sock'), self.gpio.handle, 'gpio'),
         ]
         for server in self.servers:
             server.start()
@@ -188,6 +201,8 @@ class Hat(object):
                 'empty_slots': list(self.options.empty_slots),
                 'rp2040': {
                     'channel': self.rp2040.channel, 'log_total': self._rp2040_log_total,
+                    'mode': self.rp2040_mode, 'boots': self.rp2040_boots, 'firmware_sha256': self.rp2040_firmware,
+                    'usb_path': self.rp2040_usb_path(), 'gpio': self.gpio.levels(),
                     'log': [json.loads(e) for e in self._rp2040_log] if log else None,
                 },
                 'nodes': dict((str(n), node.snapshot()) for n, node in self.nodes.items()),
@@ -221,8 +236,8 @@ class Hat(object):
     def rp2040_logged(self, cmd, channel):
         with self.lock:
             self._rp2040_log_total += 1
-            self._rp2040_log.append(json.dumps({'seq': self._rp2040_log_total, 'cmd': cmd, 'channel': channel},
-                                               sort_keys=True))
+            self._rp2040_log.append(json.dumps({'seq': self._rp2040_log_total, 'cmd': cmd, 'channel': channel,
+                                                'path': self.rp2040_stdio.last_source}, sort_keys=True))
             self.changed()
         self.publish()
 
@@ -250,6 +265,84 @@ class Hat(object):
                     else:
                         self._hold_in_reset(node)
             self.changed()
+
+    # -- RP2040 reset, boot ROM and USB presence ------------------------------------------------------
+    def rp2040_usb_path(self):
+        """The hub's downstream port 1, where the RP2040 enumerates."""
+        return self.options.usb_paths[0].rsplit('.', 1)[0] + '.1'
+
+    def _gpio_changed(self, apply):
+        with self.lock:
+            was_running = self.gpio.level(bootsel.RUN_LINE)
+            apply()
+            running = self.gpio.level(bootsel.RUN_LINE)
+            if was_running and not running:
+                self._rp2040_reset()
+            elif running and not was_running:
+                self._rp2040_boot()
+            self.changed()
+        self.publish()
+
+    def _rp2040_reset(self):
+        """RUN low: the RP2040 stops, and every node pin returns to its power-up level (EN low)."""
+        LOG.info('RP2040 held in reset')
+        self.rp2040_mode = 'reset'
+        for channel in range(4):
+            self.set_pin(channel, 'en', False)
+            self.set_pin(channel, 'nrpiboot', True)
+            self.set_pin(channel, 'run', True)
+        self._rp2040_usb()
+
+    def _rp2040_boot(self):
+        """RUN high (or a reboot after a UF2): the boot ROM samples QSPI_SS (BOOTSEL)."""
+        self.rp2040_boots += 1
+        self.rp2040.channel = 0
+        self._uf2_reboot_pending = False
+        if self.gpio.level(bootsel.BOOTSEL_LINE) == 0:
+            bootsel.make_drive(self.bootrom_drive)
+            self.rp2040_mode = 'bootrom'
+        else:
+            self.rp2040_mode = 'firmware'
+        LOG.info('RP2040 boots into its %s', self.rp2040_mode)
+        self._rp2040_usb()
+
+    def _rp2040_usb(self):
+        """What the hub's port 1 shows: the console (CDC), the UF2 drive, or nothing."""
+        if self.options.strict_hub:
+            hub_up = not self.options.jumpers and self.usb_hub.get('port_works', {}).get('1', False)
+        else:
+            hub_up = True
+        mode = self.rp2040_mode if hub_up else 'absent'
+        self.rp2040_stdio.visible('usb', mode == 'firmware')
+        usb_path = self.rp2040_usb_path()
+        if usb_path in self.options.usb_paths:
+            return  # a node's port in this wiring: no RP2040 device there
+        self.fakesys.remove_usb_device(usb_path)
+        if mode == 'firmware':
+            self.fakesys.add_usb_device(usb_path, '2e8a', '000a', 'Pico', 'Raspberry Pi', 'E6614103E7452D2F')
+        elif mode == 'bootrom':
+            self.fakesys.add_usb_device(usb_path, '2e8a', '0003', 'RP2 Boot', 'Raspberry Pi', 'E0C9125B0D9B')
+            self.fakesys.add_usb_disk(usb_path, self.bootrom_drive, 'RPI', 'RP2', '3')
+
+    def _uf2_check(self):
+        """On a tick in the boot ROM: a complete UF2 on the drive means flash, then reboot."""
+        if self.rp2040_mode != 'bootrom' or self._uf2_reboot_pending:
+            return
+        digest = bootsel.complete_image(self.bootrom_drive)
+        if digest is None:
+            return
+        LOG.info('RP2040 boot ROM: UF2 image %s complete, rebooting', digest)
+        self.rp2040_firmware = digest
+        self._uf2_reboot_pending = True
+        self.scheduler.call_later(bootsel.REBOOT_DELAY_S, self._uf2_reboot)
+
+    def _uf2_reboot(self):
+        with self.lock:
+            if self.rp2040_mode != 'bootrom' or not self._uf2_reboot_pending:
+                return
+            self._rp2040_boot()
+            self.changed()
+        self.publish()
 
     # -- node life ---------------------------------------------------------------------------------
     def _boot(self, node):
@@ -443,6 +536,9 @@ class Hat(object):
                     os.truncate(node.emmc_path, 0)
                     os.truncate(node.emmc_path, self.options.emmc_size)
             self.rp2040.channel = 0
+            self.gpio.driven.clear()
+            self.rp2040_mode = 'firmware'
+            self._uf2_reboot_pending = False
             self.emc2301 = EMC2301(random.Random(2301))
             self.ina226 = INA226(self._input_measure, random.Random(226))
             self.tmp117 = dict((n, TMP117(self._temperature_of(n), now)) for n in NODES if self.nodes[n].present)
@@ -464,6 +560,7 @@ class Hat(object):
                 self.decoys = {}
             self.hub_loads = 0
             self._hub_load()
+            self._rp2040_usb()
             self.changed()
         self.publish()
 
@@ -503,6 +600,7 @@ class Hat(object):
     def hub_reset(self):
         with self.lock:
             self._hub_load()
+            self._rp2040_usb()
             self.changed()
         self.publish()
         return dict(self.usb_hub, in_reset=self.options.jumpers, loads=self.hub_loads)
@@ -518,6 +616,8 @@ class Hat(object):
                 self._hub_load()  # removing the jumpers releases the hub's reset
             if 'empty_slots' in changed:
                 self._set_slots(old_empty, set(self.options.empty_slots))
+            if 'jumpers' in changed or 'strict_hub' in changed:
+                self._rp2040_usb()
             self.changed()
         self.publish()
         return changed
@@ -599,6 +699,7 @@ class Hat(object):
             airflow = self.emc2301.fan.airflow()
             for node in self.nodes.values():
                 node.step(dt, self.options.ambient_c, airflow)
+            self._uf2_check()
             self._ticks += 1
             if self._ticks % PUBLISH_EVERY_TICKS == 0:
                 self.changed()  # temperatures and fan speed drift continuously: publish once a second

@@ -79,6 +79,8 @@ class SimulatedHat(object):
     def __init__(self, directory):
         self.dir = os.path.abspath(str(directory))
         self.rp2040 = self.path('rp2040')
+        self.rp2040_uart = self.path('rp2040-uart')
+        self.gpio = 'unix:' + self.path('gpio.sock')
         self.i2c_bus = 'unix:' + self.path('i2c-1.sock')
         self.i2c_hub_bus = 'unix:' + self.path('i2c-hub.sock')
         self.control_socket = self.path('control.sock')
