@@ -682,7 +682,8 @@ class Hat(object):
         return self.nodes[n].sensor_temperature
 
     def input_current(self):
-        nodes = sum(node.millivolts() for node in self.nodes.values()) / 1000.0
+        # Each card's eFuse sits on the 12 V input: its current is its IMON voltage times its own gain.
+        nodes = sum(node.millivolts() * self.options.imon_gains[n - 1] for n, node in self.nodes.items()) / 1000.0
         fan = FAN_MAX_A * self.emc2301.fan.airflow() ** 2
         return HAT_OVERHEAD_A + nodes + fan
 

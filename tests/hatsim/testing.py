@@ -41,7 +41,7 @@ def cli_args(**options):
         elif name == 'strict_hub':
             if value:
                 argv.append('--strict-hub')
-        elif name in ('empty_slots', 'usb_paths'):
+        elif name in ('empty_slots', 'usb_paths', 'imon_gains'):
             argv += [flag, ','.join(str(v) for v in value)]
         elif name == 'hostnames':
             for node, hostname in sorted(value.items()):

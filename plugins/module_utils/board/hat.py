@@ -137,7 +137,7 @@ class Hat(object):
     def _units(self, console):
         return dict(zip(NODES, console.averages()))
 
-    def _view(self, node, units, memory):
+    def view(self, node, units, memory):
         remembered = memory.node(node)
         gain = self.gain(node)
         baseline = self.baseline_units(node, memory)
@@ -155,7 +155,7 @@ class Hat(object):
         with self.console() as console:
             memory = self.memory()
             units = self._units(console)
-            return dict((n, self._view(n, units[n], memory)) for n in nodes)
+            return dict((n, self.view(n, units[n], memory)) for n in nodes)
 
     @staticmethod
     def plan(before, state, boot_mode):
@@ -208,7 +208,7 @@ class Hat(object):
             memory = self.memory()
             units = self._units(console)
             for node in nodes:
-                before = self._view(node, units[node], memory)
+                before = self.view(node, units[node], memory)
                 if state == 'reset' and before['power'] != 'on':
                     raise HatError('node %d is off (%.1f mA on %s): a reset needs a powered node; use state=on or restarted'
                                    % (node, before['current_ma'], self.used_port))
