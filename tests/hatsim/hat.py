@@ -538,6 +538,8 @@ class Hat(object):
             self.rp2040.channel = 0
             self.gpio.driven.clear()
             self.rp2040_mode = 'firmware'
+            self.rp2040_boots = 1
+            self.rp2040_firmware = None
             self._uf2_reboot_pending = False
             self.emc2301 = EMC2301(random.Random(2301))
             self.ina226 = INA226(self._input_measure, random.Random(226))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 
 import pytest
@@ -17,14 +18,24 @@ USB_PATHS = '1-1.2.2,1-1.2.3,1-1.2.4,1-1.2.5'
 GAINS = (1.0, 1.6, 2.4, 1.0)
 
 
-@pytest.fixture
-def hat(tmp_path):
-    directory = tmp_path / 'hat'
+@pytest.fixture(scope='module')
+def sim(tmp_path_factory):
+    directory = tmp_path_factory.mktemp('hatsim') / 'hat'
     start_sim(directory, '--usb-paths', USB_PATHS, '--imon-gains', ','.join(map(str, GAINS)), '--shunt-ohms', '0.01')
     try:
         yield directory
     finally:
         stop_sim(directory)
+
+
+@pytest.fixture
+def hat(sim):
+    """The module's simulator as just powered up, and no lock or state file left by another test."""
+    with Control(str(sim)) as control:
+        control.power_cycle(clear_log=True)
+    for name in ('lock', 'state'):
+        shutil.rmtree(str(sim / name), ignore_errors=True)
+    return sim
 
 
 def hat_args(hat, **extra):

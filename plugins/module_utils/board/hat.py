@@ -105,6 +105,8 @@ class Hat(object):
         self.used_port = None
         self.path_name = None
         self._calibration = None
+        # A caller that holds the hat lock across several sessions lends its lock here.
+        self.held_lock = None
 
     def console(self):
         return _TrackedConsole(self)
@@ -275,6 +277,8 @@ class _TrackedConsole(rp2040.RP2040Console):
     def __init__(self, hat):
         super(_TrackedConsole, self).__init__(hat.port, lock_timeout=hat.lock_timeout, lock_dir=hat.lock_dir,
                                               timeout=hat.command_timeout, fallback_port=hat.uart_port, hat=hat.hat)
+        if hat.held_lock is not None:
+            self.lock = hat.held_lock
         self._hat = hat
 
     def open(self):
