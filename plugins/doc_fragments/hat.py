@@ -58,7 +58,7 @@ options:
     description:
       - A node drawing at least this much more than its own off baseline counts as powered on.
       - The firmware cannot report its EN pin, so power state is read back from the node's eFuse current.
-        An off node is not at zero (its card's converters and an NVMe drive stay powered): the
+        An off node is not at zero (its card's converters and an NVMe drive stay powered), so the
         baseline is the current seen right after this controller last switched the node off, else
         the calibrated one, else 0.
     type: float

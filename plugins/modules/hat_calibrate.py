@@ -14,7 +14,7 @@ description:
     depends on the eFuse's IMON gain. This module switches the nodes it may switch one at a time
     and compares the step of the node's IMON reading with the step of the 12 V input current the
     INA226 measures, which gives that node's mA per unit. It also measures each node's off
-    baseline (an off node keeps drawing a little: its card's converters and NVMe drive stay powered).
+    baseline (an off node keeps drawing a little, as its card's converters and NVMe drive stay powered).
   - The result is stored on the controller, in O(state_dir) (JSON, replaced atomically), and used by
     M(minicluster.cm4.node_power), M(minicluster.cm4.hat_info) and the telemetry afterwards.
   - A node is powered with its USB-boot pin asserted, so its SoC waits in the boot ROM and never
