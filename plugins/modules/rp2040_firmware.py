@@ -64,10 +64,11 @@ options:
         C(unix:PATH) for a simulated hat.
     type: str
     default: gpiochip0
-  usb_hub_path:
+  usb_hub:
     description:
       - sysfs name of the hat's USB2517 hub (for example C(1-1.3)). Unset, the only USB2517 with an
-        RP2040 on its port 1 is used.
+        RP2040 on its port 1 is used (or the only USB2517 at all, when its port 1 is empty: an RP2040
+        without firmware does not enumerate).
     type: str
   root:
     description:
@@ -146,6 +147,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.board import bootsel
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import usb
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import NODES, HatError
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.disk import DiskError
@@ -202,7 +204,7 @@ def forget_pins(hat):
 def install(module, hat, image, data, result):
     p = module.params
     root = p['root']
-    hub = bootsel.find_hub(root, p['usb_hub_path'])
+    hub = bootsel.find_hub(root, p['usb_hub'])
     lines = gpio.open_lines(p['gpio'])
     try:
         reset_rp2040(lines, into_bootsel=True)
@@ -241,7 +243,7 @@ def main():
         uf2=dict(type='path'),
         force=dict(type='bool', default=False),
         gpio=dict(type='str', default=gpio.DEFAULT_CHIP),
-        usb_hub_path=dict(type='str'),
+        usb_hub=dict(type='str'),
         root=dict(type='path', default='/'),
         drive_timeout=dict(type='float', default=20.0),
         console_timeout=dict(type='float', default=30.0),
@@ -256,13 +258,13 @@ def main():
             if not math.isfinite(p[name]) or not 0 < p[name] <= 600:
                 raise HatError('%s must be more than 0 and at most 600 seconds, not %s' % (name, p[name]))
         gpio.parse_spec(p['gpio'])
-        if p['usb_hub_path']:
-            bootsel.disk.check_usb_path(p['usb_hub_path'])
+        if p['usb_hub']:
+            usb.check_usb_path(p['usb_hub'], 'usb_hub')
         if p['uf2']:
             image, data = bootsel.check_uf2(p['uf2'])
             result['uf2'] = image
         hat = hat_from_module(module)
-    except (HatError, ValueError, DiskError, bootsel.BootselError) as exc:
+    except (HatError, ValueError, DiskError, usb.UsbError, bootsel.BootselError) as exc:
         module.fail_json(msg=str(exc), **result)
 
     lock = DeviceLock(hat_lock_path(p['hat'], p['lock_dir']), p['lock_timeout'])

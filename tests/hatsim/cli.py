@@ -151,7 +151,8 @@ def summary(directory, pid, options):
     lines.append('  control   %s' % rel('control.sock'))
     lines.append('  gpio      unix:%s (RP2040 RUN 25, BOOTSEL 21)' % rel('gpio.sock'))
     lines.append('  rpiboot   %s' % rel('rpiboot'))
-    slots = ['%d:%s%s' % (n, p, ' (empty)' if n in options.empty_slots else '') for n, p in enumerate(options.usb_paths, 1)]
+    slots = ['%d:%s.%d%s' % (n, options.hub_path, n + 1, ' (empty)' if n in options.empty_slots else '') for n in range(1, 5)]
+    lines.append('  usb hub   %s (RP2040 on %s.1)' % (options.hub_path, options.hub_path))
     lines.append('  nodes     %s' % ', '.join(slots))
     return '\n'.join(lines) + '\n'
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import threading
 import time
 
@@ -43,7 +44,10 @@ LOG = logging.getLogger('hatsim')
 
 INA226_ADDRESS = 0x40
 EMC2301_ADDRESS = 0x2F
-TMP117_ADDRESSES = {1: 0x48, 2: 0x49, 3: 0x4A, 4: 0x4B}
+# Each card pulls ADD0 up; the hat leaves it open on slot 1, ties it to GND, SCL, SDA on slots 2, 3, 4.
+TMP117_ADDRESSES = {1: 0x49, 2: 0x48, 3: 0x4B, 4: 0x4A}
+RP2040_PORT = 1
+NODE_PORTS = {1: 2, 2: 3, 3: 4, 4: 5}
 HAT_OVERHEAD_A = 0.25
 FAN_MAX_A = 0.15
 SUPPLY_V = 12.0
@@ -86,7 +90,7 @@ class Hat(object):
         for n in NODES:
             emmc = self.path('emmc', 'node%d.img' % n)
             disks.ensure_image(emmc, options.emmc_size)
-            self.nodes[n] = Node(n, options.usb_paths[n - 1], emmc, n not in options.empty_slots,
+            self.nodes[n] = Node(n, '%s.%d' % (options.hub_path, NODE_PORTS[n]), emmc, n not in options.empty_slots,
                                  options.ambient_c, random.Random(n))
         self.eeprom = M24LC08(self._initial_eeprom(), options.write_cycle_ms / 1000.0, self._eeprom_committed)
         self.emc2301 = EMC2301(random.Random(2301))
@@ -99,10 +103,6 @@ class Hat(object):
         self.hub_loads = 0
         self._hub_load()
 
-        self.fakesys = FakeSys(self.dir)
-        self.fakesys.add_hubs(options.usb_paths)
-        self.bus_host = Bus('i2c-1', self._resolve_host, self.lock, self.touched)
-        self.bus_hub = Bus('i2c-hub', self._resolve_hub, self.lock, self.touched)
         # The RP2040: its console on USB (behind the hub) and on UART5; its RUN and BOOTSEL lines.
         self.rp2040_mode = 'firmware'  # firmware, reset (RUN held low) or bootrom (the UF2 drive)
         self.rp2040_boots = 1
@@ -113,7 +113,10 @@ class Hat(object):
         self.rp2040_stdio = Stdio({'usb': PtyPort(self.path('rp2040')), 'uart': PtyPort(self.path('rp2040-uart'))},
                                   lambda: self.rp2040_mode == 'firmware')
         self.rp2040 = RP2040(self.rp2040_stdio, self, random.Random(2040))
-        self._rp2040_usb()
+        self.fakesys = FakeSys(self.dir)
+        self._usb_tree()
+        self.bus_host = Bus('i2c-1', self._resolve_host, self.lock, self.touched)
+        self.bus_hub = Bus('i2c-hub', self._resolve_hub, self.lock, self.touched)
         self.consoles = dict((n, ConsolePort(self.path('console%d' % n), 'console%d' % n)) for n in NODES)
         self.servers = []
         self._threads = []
@@ -269,7 +272,7 @@ class Hat(object):
     # -- RP2040 reset, boot ROM and USB presence ------------------------------------------------------
     def rp2040_usb_path(self):
         """The hub's downstream port 1, where the RP2040 enumerates."""
-        return self.options.usb_paths[0].rsplit('.', 1)[0] + '.1'
+        return '%s.%d' % (self.options.hub_path, RP2040_PORT)
 
     def _gpio_changed(self, apply):
         with self.lock:
@@ -307,22 +310,8 @@ class Hat(object):
         self._rp2040_usb()
 
     def _rp2040_usb(self):
-        """What the hub's port 1 shows: the console (CDC), the UF2 drive, or nothing."""
-        if self.options.strict_hub:
-            hub_up = not self.options.jumpers and self.usb_hub.get('port_works', {}).get('1', False)
-        else:
-            hub_up = True
-        mode = self.rp2040_mode if hub_up else 'absent'
-        self.rp2040_stdio.visible('usb', mode == 'firmware')
-        usb_path = self.rp2040_usb_path()
-        if usb_path in self.options.usb_paths:
-            return  # a node's port in this wiring: no RP2040 device there
-        self.fakesys.remove_usb_device(usb_path)
-        if mode == 'firmware':
-            self.fakesys.add_usb_device(usb_path, '2e8a', '000a', 'Pico', 'Raspberry Pi', 'E6614103E7452D2F')
-        elif mode == 'bootrom':
-            self.fakesys.add_usb_device(usb_path, '2e8a', '0003', 'RP2 Boot', 'Raspberry Pi', 'E0C9125B0D9B')
-            self.fakesys.add_usb_disk(usb_path, self.bootrom_drive, 'RPI', 'RP2', '3')
+        """What the hub's port 1 shows: the console (CDC), the boot ROM's UF2 drive, or nothing."""
+        self._usb_tree()
 
     def _uf2_check(self):
         """On a tick in the boot ROM: a complete UF2 on the drive means flash, then reboot."""
@@ -438,11 +427,65 @@ class Hat(object):
             LOG.info('node %d: %s was open at removal: eMMC image detached from its writers', node.number, name)
 
     # -- USB boot ----------------------------------------------------------------------------------
-    def _usb_reachable(self, node):
+    def _hub_enumerated(self):
+        """The hub shows on the Pi's bus: out of reset and not D+/D- swapped upstream (strict_hub only)."""
         if not self.options.strict_hub:
             return True
-        port = str(node.usb_path.rsplit('.', 1)[-1])
-        return not self.options.jumpers and self.usb_hub.get('port_works', {}).get(port, False)
+        return not self.options.jumpers and not self.usb_hub.get('upstream_swapped', True)
+
+    def _port_works(self, port):
+        if not self.options.strict_hub:
+            return True
+        return self._hub_enumerated() and self.usb_hub.get('port_works', {}).get(str(port), False)
+
+    def _usb_tree(self):
+        """The hub and the RP2040 behind it as the hub's state says (nodes come and go with USB boot)."""
+        if getattr(self, 'fakesys', None) is None:
+            return
+        hub_path = self.options.hub_path
+        up = self._hub_enumerated()
+        if not up:
+            if hub_path in self.fakesys.usb_devices:
+                for node in self.nodes.values():
+                    self._drop_usb(node)
+                self.fakesys.remove_hub(hub_path)
+                self.fakesys.unlink_dev('ttyACM0')
+                self._hub_shown = None
+            self._rp2040_shown = None
+            self.rp2040_stdio.visible('usb', False)
+            return
+        configured = self.usb_hub.get('image') != 'blank'
+        shown = (self.usb_hub.get('vid'), self.usb_hub.get('pid'), self.usb_hub.get('did')) if configured else None
+        if hub_path not in self.fakesys.usb_devices or getattr(self, '_hub_shown', None) != shown:
+            for node in self.nodes.values():
+                self._drop_usb(node)
+            vid, pid, did = shown or ('0424', '2517', '0000')
+            self.fakesys.add_hub(hub_path, vid, pid, did, (self.usb_hub.get('strings') or {}) if configured else None)
+            self._hub_shown = shown
+        self._rp2040_device()
+
+    def _rp2040_device(self):
+        """The RP2040 at the hub's port 1 as its mode says: CDC console, boot ROM drive, or nothing
+        (held in reset, or its port not working). The USB console's pty name follows the CDC device."""
+        rp2040_path = self.rp2040_usb_path()
+        want = self.rp2040_mode if self._port_works(RP2040_PORT) and self.rp2040_mode != 'reset' else None
+        if getattr(self, '_rp2040_shown', None) != want or (want and rp2040_path not in self.fakesys.usb_devices):
+            if rp2040_path in self.fakesys.usb_devices:
+                self.fakesys.remove_usb_device(rp2040_path)
+                self.fakesys.unlink_dev('ttyACM0')
+            if want == 'firmware':
+                self.fakesys.add_rp2040(rp2040_path, tty='ttyACM0')
+                self.fakesys.link_dev('ttyACM0', self.path('rp2040'))
+            elif want == 'bootrom':
+                device_dir = self.fakesys.add_rp2040(rp2040_path, bootsel=True)
+                # The mass-storage interface is rebuilt with its SCSI disk below it.
+                shutil.rmtree(os.path.join(device_dir, '%s:1.0' % rp2040_path))
+                self.fakesys.add_usb_disk(rp2040_path, self.bootrom_drive, 'RPI', 'RP2', '3')
+            self._rp2040_shown = want
+        self.rp2040_stdio.visible('usb', want == 'firmware')
+
+    def _usb_reachable(self, node):
+        return self._port_works(NODE_PORTS[node.number])
 
     def rpiboot_eligible(self, node):
         return node.powered and node.mode == 'usb_rom' and not node.unplugged and self._usb_reachable(node)
@@ -562,17 +605,17 @@ class Hat(object):
                 self.decoys = {}
             self.hub_loads = 0
             self._hub_load()
-            self._rp2040_usb()
             self.changed()
         self.publish()
 
     # -- decoys ------------------------------------------------------------------------------------
     def make_decoys(self, usb_paths=('1-1.4',)):
         with self.lock:
-            node_paths = set(node.usb_path for node in self.nodes.values())
+            taken = set(node.usb_path for node in self.nodes.values())
+            taken.add('%s.%d' % (self.options.hub_path, RP2040_PORT))
             for usb_path in usb_paths:
-                if usb_path in node_paths:
-                    raise ValueError('decoy USB path %s is a node\'s path' % usb_path)
+                if usb_path in taken:
+                    raise ValueError('decoy USB path %s is a node\'s or the RP2040\'s path' % usb_path)
             os.makedirs(self.path('decoys'), exist_ok=True)
             wanted = [('usb-%s' % p, 'usb', p) for p in usb_paths] + [('loop0', 'loop', None), ('mmcblk0', 'mmc', None)]
             for key, kind, usb_path in wanted:
@@ -598,11 +641,11 @@ class Hat(object):
         self.usb_hub = usb2517.decode(self.eeprom.data[:256])
         self.usb_hub['loaded_at'] = time.time()
         self.hub_loads += 1
+        self._usb_tree()
 
     def hub_reset(self):
         with self.lock:
             self._hub_load()
-            self._rp2040_usb()
             self.changed()
         self.publish()
         return dict(self.usb_hub, in_reset=self.options.jumpers, loads=self.hub_loads)
@@ -616,10 +659,10 @@ class Hat(object):
                 self.eeprom.write_cycle_s = self.options.write_cycle_ms / 1000.0
             if old_jumpers and not self.options.jumpers:
                 self._hub_load()  # removing the jumpers releases the hub's reset
+            elif 'jumpers' in changed or 'strict_hub' in changed:
+                self._usb_tree()  # fitting them holds it in reset: it leaves the bus
             if 'empty_slots' in changed:
                 self._set_slots(old_empty, set(self.options.empty_slots))
-            if 'jumpers' in changed or 'strict_hub' in changed:
-                self._rp2040_usb()
             self.changed()
         self.publish()
         return changed

@@ -14,13 +14,12 @@ from ansible_collections.minicluster.cm4.tests.unit.plugins.module_utils.board.u
 from hatsim.client import Control
 from moduletest import run_module, sim_state, start_sim, stop_sim
 
-USB_PATHS = '1-1.2.2,1-1.2.3,1-1.2.4,1-1.2.5'
 
 
 @pytest.fixture(scope='module')
 def sim(tmp_path_factory):
     directory = tmp_path_factory.mktemp('hatsim') / 'hat'
-    start_sim(directory, '--usb-paths', USB_PATHS)
+    start_sim(directory)
     try:
         yield directory
     finally:
@@ -72,7 +71,7 @@ def test_install_through_bootsel_then_idempotent(hat, tmp_path):
 
     out = run_module('rp2040_firmware', args(hat, install='always', uf2=uf2), tmp_path, diff=True)
     assert (out['changed'], out['installed'], out['answers']) == (True, True, True), out.get('msg')
-    assert out['drive']['usb_path'] == '1-1.2.1'
+    assert out['drive']['usb_path'] == '1-1.3.1'
     assert out['uf2']['blocks'] == 24
     rp = sim_state(hat)['rp2040']
     # The boot ROM took the whole image and rebooted into the flash: BOOTSEL was released in time.

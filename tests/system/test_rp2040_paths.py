@@ -15,8 +15,6 @@ import time
 
 from moduletest import run_module, sim_state, start_sim, stop_sim
 
-# Nodes on hub ports 2..5, the RP2040 on port 1, as the board is wired.
-USB_PATHS = '1-1.2.2,1-1.2.3,1-1.2.4,1-1.2.5'
 PIN_COMMANDS = ('e', 'd', 'U', 'u', 'r')
 
 
@@ -57,7 +55,7 @@ def test_two_processes_on_the_two_paths_serialise(tmp_path):
     (read the currents, select the channel, switch off, wait, switch on) reaches the firmware whole:
     in the command log no command of the other path ever falls inside it."""
     hat = tmp_path / 'hat'
-    start_sim(hat, '--usb-paths', USB_PATHS)
+    start_sim(hat)
     try:
         usb = hat_args(hat, uart_port='')
         uart = hat_args(hat, port=str(hat / 'rp2040-uart'))
@@ -90,7 +88,7 @@ def test_falls_back_to_uart_while_the_hub_is_in_reset(tmp_path):
     """With the hub held in reset (jumpers fitted, strict hub) there is no USB console: node_power
     reaches the RP2040 through UART5 and says so; without the fallback it fails in one line."""
     hat = tmp_path / 'hat'
-    start_sim(hat, '--usb-paths', USB_PATHS, '--strict-hub')
+    start_sim(hat, '--strict-hub')
     try:
         assert not os.path.exists(str(hat / 'rp2040'))
         result = run_module('node_power', hat_args(hat, node=2, state='on'), tmp_path)

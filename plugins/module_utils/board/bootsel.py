@@ -21,6 +21,7 @@ import hashlib
 import os
 import struct
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import usb
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import disk
 
 UF2_MAGIC_START0 = 0x0A324655
@@ -40,8 +41,6 @@ BOOTSEL_LINE = 21  # Pi GPIO21 -> RP2040 QSPI_SS through 1 kOhm
 SWCLK_LINE = 19
 SWDIO_LINE = 26
 
-BOOTROM_VID_PID = ('2e8a', '0003')
-CONSOLE_VID_PID = ('2e8a', '000a')
 DRIVE_LABEL = b'RPI-RP2'
 SECTOR = 512
 DRIVE_IDENTITY = ('the RP2040 boot ROM drive (vendor RPI, model RP2)',
@@ -105,44 +104,17 @@ def check_uf2(path):
              'flash_start': '0x%08X' % min(targets), 'flash_end': '0x%08X' % (max(targets) + RP2040_PAYLOAD)}, data)
 
 
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except (IOError, OSError):
-        return None
-
-
-def usb_ids(root, usb_path):
-    base = os.path.join(root, 'sys/bus/usb/devices', usb_path)
-    vid, pid = _read(os.path.join(base, 'idVendor')), _read(os.path.join(base, 'idProduct'))
-    return (vid.lower(), pid.lower()) if vid and pid else None
-
-
 def find_hub(root, hub_path=None):
-    """The hat's USB2517 (0424:2517): the one given, or the only one whose port 1 holds an RP2040."""
-    devices = os.path.join(root, 'sys/bus/usb/devices')
-    if hub_path:
-        disk.check_usb_path(hub_path)
-        if usb_ids(root, hub_path) != ('0424', '2517'):
-            raise BootselError('USB device %s is not a USB2517 hub (0424:2517): check usb_hub_path' % hub_path)
-        return hub_path
+    """sysfs path of the hat's USB2517: proven by the RP2040 on its port 1 (board/usb.py), or, when
+    no hub path is given, the only USB2517 whose port 1 is empty (an RP2040 with no firmware)."""
     try:
-        names = sorted(os.listdir(devices))
-    except OSError:
-        names = []
-    hubs = [n for n in names if ':' not in n and usb_ids(root, n) == ('0424', '2517')]
-    with_rp2040 = [h for h in hubs if usb_ids(root, h + '.1') in (BOOTROM_VID_PID, CONSOLE_VID_PID)]
-    if len(with_rp2040) == 1:
-        return with_rp2040[0]
-    if not hubs:
-        raise BootselError('no USB2517 hub (0424:2517) is enumerated under %s: the hat\'s hub is held in reset (EEPROM '
-                           'jumpers fitted) or has no configuration; the UF2 drive appears behind it, so configure the '
-                           'hub first (usb2517_eeprom) or program the RP2040 over SWD' % devices)
-    if len(hubs) == 1:
-        return hubs[0]
-    raise BootselError('%d USB2517 hubs (%s) and none or several with an RP2040 on port 1: set usb_hub_path'
-                       % (len(hubs), ', '.join(hubs)))
+        return usb.find_hub(root, hub_path).path
+    except usb.UsbError as exc:
+        candidates = usb.hubs(root)
+        if hub_path is None and len(candidates) == 1 and \
+                usb.device(root, usb.port_path(candidates[0], usb.RP2040_PORT)) is None:
+            return candidates[0]
+        raise BootselError('%s; without the hub, program the RP2040 over SWD' % exc)
 
 
 def drive_geometry(device):
@@ -174,13 +146,10 @@ def drive_geometry(device):
 
 def probe_drive(root, hub):
     """The RPI-RP2 drive behind the hub's port 1, proven to be it, or None while it is not there."""
-    usb_path = hub + '.1'
-    ids = usb_ids(root, usb_path)
-    if ids is None:
+    found = usb.rp2040(root, hub)
+    if found is None or found['mode'] != 'bootsel':
         return None
-    if ids != BOOTROM_VID_PID:
-        return None
-    info = disk.probe(usb_path, root, identity=DRIVE_IDENTITY)
+    info = disk.probe(usb.port_path(hub, usb.RP2040_PORT), root, identity=DRIVE_IDENTITY)
     if info is None:
         return None
     geometry = drive_geometry(info.real_path)
