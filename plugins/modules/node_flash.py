@@ -75,7 +75,7 @@ options:
     description:
       - Node number to the sysfs name of the node's USB port on the controller, for nodes whose port is not
         where the hat's hub puts it.
-      - Nodes not given here are found, not typed: the hat's USB2517 hub is the one with the RP2040 on its
+      - Nodes not given here are found, not typed. The hat's USB2517 hub is the one with the RP2040 on its
         port 1, and node N is on its port N+1 (C(1-1.3.2) for node 1 with the hub on the Pi 4's USB port 3).
       - Paths must be sysfs USB device names, one per node.
     type: dict
