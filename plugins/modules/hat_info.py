@@ -125,9 +125,6 @@ input:
     voltage_v:
       description: Bus voltage.
       type: float
-    current_a:
-      description: Input current.
-      type: float
     shunt_v:
       description: Voltage across the shunt.
       type: float
