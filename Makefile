@@ -18,7 +18,7 @@ export ANSIBLE_NOCOLOR := $(if $(CI),1,)
 export PYTHONPATH := $(abspath tests):$(COLLECTIONS)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: test-copy all demo test sanity units pytest molecule bench lint build clean apt venv collection
+.PHONY: test-copy all demo demo-fleet test sanity units pytest molecule bench lint build clean apt venv collection
 
 all: test
 
@@ -81,6 +81,10 @@ test: sanity units pytest molecule lint
 
 demo: venv apt collection
 	$(BIN)/python tools/demo.py
+
+# Four test nodes (systemd-nspawn, root only) on the simulated hat, taken to a storage pool by site.yml.
+demo-fleet: venv apt collection
+	$(BIN)/python tools/demo_fleet.py
 
 bench: venv apt collection
 	$(BIN)/python tools/flash_bench.py

@@ -92,7 +92,7 @@ health:
   returned: always
   type: str
 health_source:
-  description: The tool that reported O(health), or why none did.
+  description: The tool that reported RV(health), or why none did.
   returned: always
   type: str
 partition_table:
@@ -109,15 +109,15 @@ partitions:
     name: {description: GPT partition name., type: str}
     start_bytes: {description: Offset on the disk., type: int}
     size_bytes: {description: Size in bytes., type: int}
-    fstype: {description: Filesystem found in it, or null., type: str}
-    uuid: {description: Filesystem UUID, or null., type: str}
-    label: {description: Filesystem label, or null., type: str}
+    fstype: {description: 'Filesystem found in it, or null.', type: str}
+    uuid: {description: 'Filesystem UUID, or null.', type: str}
+    label: {description: 'Filesystem label, or null.', type: str}
 state:
   description: V(blank), V(own) or V(foreign).
   returned: always
   type: str
 reason:
-  description: Why O(state) is what it is, in words.
+  description: Why RV(state) is what it is, in words.
   returned: always
   type: str
   sample: holds a ext4 labelled 'photos' on the whole disk
@@ -127,7 +127,7 @@ partition:
   type: str
   sample: /dev/disk/by-id/nvme-Samsung_SSD_980_500GB_S64DNF0R123456-part1
 uuid:
-  description: Filesystem UUID of the data partition when O(state=own) and it holds one, else null.
+  description: Filesystem UUID of the data partition when RV(state=own) and it holds one, else null.
   returned: always
   type: str
 '''

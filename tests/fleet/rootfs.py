@@ -25,7 +25,7 @@ SUITE = 'bookworm'
 VARIANT = 'minbase'
 # What a flashed Raspberry Pi OS Lite node already has that the roles rely on.
 INCLUDE = ('systemd', 'systemd-sysv', 'dbus', 'openssh-server', 'python3', 'iproute2',
-           'ca-certificates', 'procps', 'kmod', 'parted')
+           'ca-certificates', 'procps', 'kmod', 'parted', 'python3-apt')
 # Units that cannot work in a container on this kernel and only fail noisily.
 MASK = ('run-rpc_pipefs.mount', 'systemd-udevd.service', 'systemd-udevd-control.socket',
         'systemd-udevd-kernel.socket', 'getty@.service', 'console-getty.service',

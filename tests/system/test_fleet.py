@@ -119,9 +119,6 @@ def test_check_mode_predicts_the_real_run_and_the_second_run_changes_nothing(fle
     assert rc == 0, failures(again)
     assert {h: s['changed'] for h, s in again['stats'].items()} == {'node1': 0, 'node2': 0}
     assert ssh(fleet, 'node1', 'systemctl show -p InvocationID --value nfs-ganesha').stdout == started
-    # and check mode on a finished fleet predicts nothing
-    rc, idle = play(fleet, check=True)
-    assert rc == 0 and changed_tasks(idle) == {}
 
 
 def test_a_disk_with_someone_elses_filesystem_is_left_intact(fleet):
@@ -142,27 +139,36 @@ def test_a_disk_with_someone_elses_filesystem_is_left_intact(fleet):
     assert rc == 0, failures(out)
     assert 'Erase the foreign signatures (nvme_wipe)' in changed_tasks(out)['node3']
     assert ssh(fleet, 'node3', 'findmnt -n -o FSTYPE,LABEL /srv/data').stdout.split() == ['ext4', 'cm4data']
-    rc, out = play(fleet, limit='node3', extra={'nvme_wipe': True})
-    assert rc == 0 and out['stats']['node3']['changed'] == 0
 
 
-@pytest.mark.parametrize('extra, host, words', [
-    ({'nvme_device': '/dev/disk/by-id/nvme-Nowhere_0000'}, 'node2',
-     'data disk /dev/disk/by-id/nvme-Nowhere_0000 does not exist; check nvme_device'),
-    ({'nfs_server_exports': [{'name': 'etc', 'path': '/etc'}]}, 'node1',
-     "node1: export etc: path '/etc' must lie beneath the data mount /srv/data"),
-    ({'cluster_network': '10.231.19.300/24'}, 'node1',
-     "node1: nfs_server_network '10.231.19.300/24' is not a network in CIDR form"),
-    ({'nfs_client_mounts': [{'server': 'node9', 'export': '/srv/data/pool', 'path': '/mnt/p'}]}, 'node2',
-     "node2: storage node 'node9' of /mnt/p is not in the inventory"),
-    ({'nvme_mount_path': '/srv/../etc'}, 'node2', "nvme_mount_path '/srv/../etc'"),
-])
-def test_bad_input_is_refused_in_one_line_before_anything_changes(fleet, extra, host, words):
-    rc, out = play(fleet, extra=extra)
+# Each round gives each node its own mistake (inventory host variables), so one run shows three refusals.
+BAD_ROUNDS = [
+    {'node1': ({'cluster_network': '10.231.19.300/24'},
+               "node1: nfs_server_network '10.231.19.300/24' is not a network in CIDR form"),
+     'node2': ({'nvme_device': '/dev/disk/by-id/nvme-Nowhere_0000'},
+               'data disk /dev/disk/by-id/nvme-Nowhere_0000 does not exist; check nvme_device'),
+     'node3': ({'nfs_client_mounts': [{'server': 'node9', 'export': '/srv/data/pool', 'path': '/mnt/p'}]},
+               "node3: storage node 'node9' of /mnt/p is not in the inventory")},
+    {'node1': ({'nfs_server_exports': [{'name': 'etc', 'path': '/etc'}]},
+               "node1: export etc: path '/etc' must lie beneath the data mount /srv/data"),
+     'node2': ({'nvme_mount_path': '/srv/../etc'}, "node2: bad data disk settings"),
+     'node3': ({'nfs_client_mounts': [{'server': 'node1', 'export': '/srv/data/pool', 'path': '/mnt/p',
+                                       'optoins': ['ro']}]},
+               "only the keys server, export, path, options, automount, state")},
+]
+
+
+@pytest.mark.parametrize('round_', BAD_ROUNDS, ids=['network-disk-server', 'export-mount-key'])
+def test_bad_input_is_refused_in_one_line_before_anything_changes(fleet, round_, tmp_path):
+    inventory = tmp_path / 'bad.json'
+    inventory.write_text(json.dumps({'all': {'hosts': {h: v for h, (v, dummy) in round_.items()}}}))
+    state = dict(fleet, inventories=fleet['inventories'] + [str(inventory)])
+    rc, out = play(state, limit='node1,node2,node3')
     assert rc != 0
-    msg = failures(out)[host]
-    assert words in msg and '\n' not in msg.strip()
-    assert out['stats'][host]['changed'] == 0
+    found = failures(out)
+    for host, (dummy, words) in round_.items():
+        assert words in found[host] and '\n' not in found[host].strip(), found[host]
+        assert out['stats'][host]['changed'] == 0
 
 
 def test_kernel_backend_and_kernel_client_in_check_mode(fleet):
