@@ -216,7 +216,7 @@ def test_a_node_lost_mid_play_leaves_the_others_done_and_a_rerun_finishes(fleet)
     text = ''.join(lines)
     assert proc.returncode != 0
     recap = text[text.index('PLAY RECAP'):]
-    assert [l.split() for l in recap.splitlines() if l.startswith('node2')][0][3] == 'unreachable=1'
+    assert 'unreachable=1' in [l.split() for l in recap.splitlines() if l.startswith('node2')][0]
     node1 = [l.split() for l in recap.splitlines() if l.startswith('node1')][0]
     assert 'failed=0' in node1 and 'unreachable=0' in node1
     time.sleep(1)
