@@ -11,7 +11,7 @@ COLLECTIONS := $(abspath $(BUILD)/collections)
 COLL_LINK := $(COLLECTIONS)/ansible_collections/minicluster/cm4
 # ansible-test resolves its working directory, so it runs in a copy.
 TEST_COPY := $(BUILD)/test/ansible_collections/minicluster/cm4
-APT_PACKAGES := mtools dosfstools fdisk e2fsprogs xz-utils zstd bmap-tools rsync
+APT_PACKAGES := mtools dosfstools fdisk e2fsprogs xz-utils zstd bmap-tools rsync debootstrap systemd-container iproute2 openssh-client libnfs-utils
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := true
 export ANSIBLE_NOCOLOR := $(if $(CI),1,)
