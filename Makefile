@@ -18,7 +18,7 @@ export ANSIBLE_NOCOLOR := $(if $(CI),1,)
 export PYTHONPATH := $(abspath tests):$(COLLECTIONS)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: test-copy all demo test sanity units pytest molecule bench lint build clean apt venv collection
+.PHONY: test-copy all demo demo-fleet test sanity units pytest molecule bench lint build clean apt venv collection
 
 all: test
 
@@ -27,8 +27,8 @@ $(BUILD)/.apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
-	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing >/dev/null; \
 	fi
 	@touch $@
 
@@ -81,6 +81,10 @@ test: sanity units pytest molecule lint
 
 demo: venv apt collection
 	$(BIN)/python tools/demo.py
+
+# Four test nodes (systemd-nspawn, root only) on the simulated hat, taken to a storage pool by site.yml.
+demo-fleet: venv apt collection
+	$(BIN)/python tools/demo_fleet.py
 
 bench: venv apt collection
 	$(BIN)/python tools/flash_bench.py

@@ -301,7 +301,7 @@ def write_inventory(layout: dict) -> None:
         'vars': {'fleet_subnet': layout['subnet'], 'fleet_outsider': layout['outsider']['address'],
                  'fleet_outsider_netns': layout['outsider']['netns']},
         'children': {
-            'controller': {'hosts': {'controller': {
+            'controller': {'hosts': {'cm4-controller': {
                 'ansible_connection': 'local',
                 'ansible_python_interpreter': sys.executable}}},
             'nodes': {
@@ -312,7 +312,7 @@ def write_inventory(layout: dict) -> None:
                     'ansible_ssh_common_args': (
                         f'-o UserKnownHostsFile={layout["known_hosts"]} '
                         '-o StrictHostKeyChecking=yes -o ConnectTimeout=5'),
-                    'hat_controller': 'controller'},
+                    'hat_controller': 'cm4-controller'},
                 'hosts': nodes}}}}
     try:
         import yaml

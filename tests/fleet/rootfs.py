@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ SUITE = 'bookworm'
 VARIANT = 'minbase'
 # What a flashed Raspberry Pi OS Lite node already has that the roles rely on.
 INCLUDE = ('systemd', 'systemd-sysv', 'dbus', 'openssh-server', 'python3', 'iproute2',
-           'ca-certificates', 'procps', 'kmod')
+           'ca-certificates', 'procps', 'kmod', 'parted', 'python3-apt')
 # Units that cannot work in a container on this kernel and only fail noisily.
 MASK = ('run-rpc_pipefs.mount', 'systemd-udevd.service', 'systemd-udevd-control.socket',
         'systemd-udevd-kernel.socket', 'getty@.service', 'console-getty.service',
@@ -47,7 +48,7 @@ def inputs(mirror: str) -> dict:
     return {
         'suite': SUITE, 'variant': VARIANT, 'include': list(INCLUDE), 'mask': list(MASK),
         'mirror': mirror, 'disklinks': hashlib.sha256(DISKLINKS.read_bytes()).hexdigest(),
-        'setup': hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        'setup': hashlib.sha256(inspect.getsource(_configure).encode()).hexdigest(),
     }
 
 
@@ -74,7 +75,7 @@ def ensure(cache: Path, mirror: str | None = None) -> Path:
             return final
         work = cache / f'rootfs-{key_of(spec)}.partial'
         if work.exists():
-            shutil.rmtree(work)
+            _remove(work)
         started = time.monotonic()
         log(f'building the node root filesystem ({SUITE} {VARIANT}) in {work}')
         subprocess.run(
@@ -84,13 +85,25 @@ def ensure(cache: Path, mirror: str | None = None) -> Path:
         _configure(work)
         (work / '.fleet-complete').write_text(json.dumps(spec, indent=1) + '\n')
         if final.exists():
-            shutil.rmtree(final)
+            _remove(final)
         work.rename(final)
         log(f'root filesystem ready in {time.monotonic() - started:.0f} s')
+        mounts = Path('/proc/self/mountinfo').read_text()
         for old in cache.glob('rootfs-*'):
-            if old != final and old.is_dir() and not old.name.endswith('.partial'):
-                shutil.rmtree(old, ignore_errors=True)
+            # An older base still under a running node's overlay stays until a later build.
+            if old != final and old.is_dir() and f'lowerdir={old}' not in mounts:
+                _remove(old)
     return final
+
+
+def _remove(tree: Path) -> None:
+    """Delete a (partial) root, first unmounting what an interrupted debootstrap left in it."""
+    inside = str(tree.resolve()) + '/'
+    points = [line.split()[4] for line in Path('/proc/self/mountinfo').read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(inside)), key=len, reverse=True):
+        if subprocess.run(['umount', point], check=False).returncode:
+            subprocess.run(['umount', '-l', point], check=False)
+    shutil.rmtree(tree)
 
 
 def _configure(root: Path) -> None:

@@ -23,10 +23,11 @@ import os
 import random
 import time
 
-# IMON millivolts (what the RP2040 reports as "mA") by mode.
+# IMON millivolts (what the RP2040 reports as "mA") by mode. EN switches only the CM4's GLOBAL_EN:
+# the card's eFuse, its converters and an NVMe drive stay powered, so 'off' is small but not zero.
 MODE_MILLIVOLTS = {
-    'off': 1.2, 'reset': 300.0, 'booting': 640.0, 'running': 430.0, 'no_boot_media': 390.0,
-    'usb_rom': 375.0, 'usb_loading': 520.0, 'usb_msd': 450.0, 'usb_payload': 470.0, 'halted': 60.0,
+    'off': 24.0, 'reset': 300.0, 'booting': 640.0, 'running': 430.0, 'no_boot_media': 390.0,
+    'usb_rom': 375.0, 'usb_loading': 520.0, 'usb_msd': 450.0, 'usb_payload': 470.0, 'halted': 80.0,
 }
 EMPTY_SLOT_MV = 0.15
 WRITE_ACTIVITY_MV = 140.0
@@ -92,7 +93,8 @@ class Node(object):
             base = MODE_MILLIVOLTS['booting']  # services still starting
         if self.mode == 'usb_msd' and now - self.last_write_seen < 1.0:
             base += WRITE_ACTIVITY_MV
-        return max(0.0, base + self.wander + self.rng.gauss(0, 4.0))
+        wander = 0.0 if self.mode == 'halted' else self.wander  # a stopped SoC does no work
+        return max(0.0, base + wander + self.rng.gauss(0, 4.0))
 
     def current_ma(self, ma_per_unit=1.0):
         return self.millivolts() * ma_per_unit
