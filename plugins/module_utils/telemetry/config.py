@@ -13,7 +13,7 @@ import json
 import math
 import re
 
-from ansible.module_utils.six.moves.urllib.parse import urlsplit
+from urllib.parse import urlsplit
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.telemetry import curve
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c

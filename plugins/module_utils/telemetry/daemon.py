@@ -21,9 +21,7 @@ import signal
 import sys
 import threading
 
-from ansible.module_utils.six.moves.BaseHTTPServer import BaseHTTPRequestHandler
-from ansible.module_utils.six.moves.socketserver import ThreadingMixIn
-from ansible.module_utils.six.moves.BaseHTTPServer import HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 try:
     from prometheus_client import CollectorRegistry, CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
@@ -42,7 +40,7 @@ log = logging.getLogger('minicluster.telemetry')
 EXIT_CONFIG = 2
 
 
-class Server(ThreadingMixIn, HTTPServer):
+class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 

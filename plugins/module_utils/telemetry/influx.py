@@ -16,9 +16,9 @@ import logging
 import math
 import threading
 
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.parse import urlencode
-from ansible.module_utils.six.moves.urllib.request import Request, urlopen
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode
+from urllib.request import Request, urlopen
 
 log = logging.getLogger('minicluster.telemetry')
 MEASUREMENT_NODE = 'cm4_node'
