@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -164,7 +163,7 @@ class Service(object):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='minicluster-cm4-telemetry', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog='minicluster-cm4-telemetry', description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--config', default='/etc/minicluster-cm4/telemetry.json')
     parser.add_argument('--check-config', metavar='FILE', help='check FILE and exit')
     args = parser.parse_args(argv)
@@ -198,4 +197,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

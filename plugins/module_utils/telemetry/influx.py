@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import base64
 import collections
+import http.client
 import logging
 import math
+import ssl
 import threading
-
-from urllib.error import HTTPError, URLError
-from urllib.parse import urlencode
-from urllib.request import Request, urlopen
+from urllib.parse import urlencode, urlsplit
 
 log = logging.getLogger('minicluster.telemetry')
 MEASUREMENT_NODE = 'cm4_node'
@@ -86,12 +85,30 @@ def endpoint(cfg):
     return '%s/api/v2/write?%s' % (cfg['url'], urlencode(sorted(query.items()))), headers
 
 
+def http_post(url, body, headers, timeout):
+    """POST body to url; (status, first bytes of the reply). Raises OSError when the server is unreachable."""
+    parts = urlsplit(url)
+    if parts.scheme == 'https':
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                           context=ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request('POST', parts.path + ('?' + parts.query if parts.query else ''), body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read(300).decode('utf-8', 'replace')
+    except http.client.HTTPException as exc:
+        raise OSError(str(exc) or type(exc).__name__)
+    finally:
+        conn.close()
+
+
 class InfluxWriter(object):
 
-    def __init__(self, cfg, opener=urlopen):
+    def __init__(self, cfg, post=http_post):
         self.cfg = cfg
         self.url, self.headers = endpoint(cfg)
-        self.opener = opener
+        self.post = post
         self.queue = collections.deque()
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -117,13 +134,16 @@ class InfluxWriter(object):
             return len(self.queue)
 
     def _send(self, batch):
+        """None when InfluxDB took the batch, else (retry?, error)."""
         body = ('\n'.join(batch) + '\n').encode('utf-8')
-        request = Request(self.url, data=body, headers=self.headers)
-        response = self.opener(request, timeout=self.cfg['timeout'])
         try:
-            response.read()
-        finally:
-            response.close()
+            status, text = self.post(self.url, body, self.headers, self.cfg['timeout'])
+        except (OSError, ValueError) as exc:
+            return True, '%s: %s' % (self.cfg['url'], exc)
+        if 200 <= status < 300:
+            return None
+        # 4xx: the server will never take this batch (or these credentials); 408/429/5xx may pass later.
+        return status >= 500 or status in (408, 429), 'HTTP %d from %s: %s' % (status, self.cfg['url'], text.strip()[:120])
 
     def flush(self):
         """Send what is queued, batch by batch. Returns False when the server could not take it."""
@@ -133,27 +153,23 @@ class InfluxWriter(object):
             if not batch:
                 return True
             delay = 0.5
+            error = None
             for dummy in range(RETRIES):
-                try:
-                    self._send(batch)
+                outcome = self._send(batch)
+                if outcome is None:
                     self.written += len(batch)
-                    self.last_error = None
+                    error = None
                     break
-                except HTTPError as exc:
-                    self.failures += 1
-                    self.last_error = 'HTTP %d from %s' % (exc.code, self.cfg['url'])
-                    if 400 <= exc.code < 500 and exc.code not in (408, 429):
-                        break  # the server will never take this batch (or these credentials): no retry
-                except (URLError, OSError, ValueError) as exc:
-                    self.failures += 1
-                    self.last_error = '%s: %s' % (self.cfg['url'], getattr(exc, 'reason', None) or exc)
-                if self.stop_event.wait(delay):
+                retry, error = outcome
+                self.failures += 1
+                if not retry or self.stop_event.wait(delay):
                     break
                 delay *= 2
-            if self.last_error is not None:
+            self.last_error = error
+            if error is not None:
                 with self.lock:
                     self.dropped += len(batch)
-                log.warning('InfluxDB write failed, %d points dropped: %s', len(batch), self.last_error)
+                log.warning('InfluxDB write failed, %d points dropped: %s', len(batch), error)
                 return False
 
     def run(self):
@@ -164,13 +180,12 @@ class InfluxWriter(object):
         self.flush_once_on_stop()
 
     def flush_once_on_stop(self):
-        try:
-            with self.lock:
-                batch = list(self.queue)[:self.cfg['batch_size']]
-                self.dropped += len(self.queue) - len(batch)
-                self.queue.clear()
-            if batch:
-                self._send(batch)
+        with self.lock:
+            batch = list(self.queue)[:self.cfg['batch_size']]
+            self.dropped += len(self.queue) - len(batch)
+            self.queue.clear()
+        if batch:
+            if self._send(batch) is None:
                 self.written += len(batch)
-        except (HTTPError, URLError, OSError, ValueError):
-            pass
+            else:
+                self.dropped += len(batch)

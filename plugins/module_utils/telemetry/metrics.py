@@ -61,8 +61,8 @@ class HatCollector(object):
             'age': _gauge('hat_sample_age_seconds', 'Age of the last good reading of the source.', ['hat', 'source']),
             'errors': CounterMetricFamily(PREFIX + 'hat_source_errors', 'Failed reads of the source.',
                                           labels=['hat', 'source']),
-            'busy': CounterMetricFamily(PREFIX + 'hat_console_busy', 'Samples skipped because another program held the '
-                                                                      'hat console.', labels=['hat']),
+            'busy': CounterMetricFamily(PREFIX + 'hat_console_busy',
+                                        'Samples skipped because another program held the hat console.', labels=['hat']),
             'changes': CounterMetricFamily(PREFIX + 'fan_regime_changes', 'Changes of the fan control regime.',
                                            labels=['hat']),
         }
@@ -109,8 +109,6 @@ class HatCollector(object):
                     m['age'].add_metric([hat, source], round(age, 3))
                 m['errors'].add_metric([hat, source], mon.counters(source)['errors'])
             m['busy'].add_metric([hat], mon.counters('console')['busy'])
-        for family in m.values():
-            yield family
+        yield from m.values()
         if self.extra is not None:
-            for family in self.extra():
-                yield family
+            yield from self.extra()

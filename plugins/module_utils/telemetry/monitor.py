@@ -327,6 +327,7 @@ class HatMonitor(object):
         try:
             self.owner.acquire()
         except (FanOwned, OSError) as exc:
+            self.healthy_cycles = 0
             self._set_regime('not-owner', str(exc))
             return
         faults = self.faults(reading)
@@ -340,7 +341,10 @@ class HatMonitor(object):
         else:
             self.healthy_cycles += 1
             if self.regime in ('failsafe', 'not-owner') and self.healthy_cycles < self.fan_cfg['recover_after']:
-                output = None  # stay at full drive until the fault has been gone for a while
+                # Full drive until the fault has been gone (or the fan ours) for a few steps.
+                if self.regime == 'not-owner':
+                    self._set_regime('failsafe', 'took the fan over')
+                output = None
             else:
                 self._set_regime('curve', 'hottest %.2f degC' % self.fan_aggregate_c if self.fan_cfg['aggregate'] == 'max'
                                  else '%s %.2f degC' % (self.fan_cfg['aggregate'], self.fan_aggregate_c))

@@ -9,8 +9,6 @@ import json
 import math
 
 
-
-
 def clean(value):
     """JSON-safe: non-finite floats become null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -115,7 +113,8 @@ function show(h) {
   document.getElementById(id + "-input").textContent = i.saturated ? fmt(i.voltage_v, 2, "V") + ", current over the shunt's range (saturated)"
     : fmt(i.power_w, 2, "W") + " at " + fmt(i.voltage_v, 2, "V") + ", " + fmt(i.current_a, 3, "A");
   const f = h.fan.reading;
-  document.getElementById(id + "-fan").textContent = f ? (f.rpm + " RPM, drive " + (f.drive_ratio * 100).toFixed(0) + " %, " + f.mode + " mode" + (f.stalled ? ", STALLED" : "")) : "\u2013";
+  document.getElementById(id + "-fan").textContent = f ? (f.rpm + " RPM, drive " + (f.drive_ratio * 100).toFixed(0) +
+    " %, " + f.mode + " mode" + (f.stalled ? ", STALLED" : "")) : "\u2013";
   const r = document.getElementById(id + "-regime");
   r.textContent = h.fan.regime + (h.fan.reason ? " (" + h.fan.reason + ")" : "");
   r.className = h.fan.regime === "failsafe" ? "bad" : "";

@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-import io
-from urllib.error import HTTPError, URLError
-
 from ansible_collections.minicluster.cm4.plugins.module_utils.telemetry import influx
 
 
@@ -31,21 +28,24 @@ CFG = {'version': 1, 'url': 'http://h:8086', 'database': 'cm4', 'batch_size': 2,
        'timeout': 1}
 
 
-class Opener(object):
-    def __init__(self, errors):
-        self.errors = list(errors)
+class Poster(object):
+    """Stands in for the HTTP POST: replies from a script (status, or an exception), then 204."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
         self.bodies = []
 
-    def __call__(self, request, timeout):
-        error = self.errors.pop(0) if self.errors else None
-        if error is not None:
-            raise error
-        self.bodies.append(request.data.decode())
-        return io.BytesIO(b'')
+    def __call__(self, url, body, headers, timeout):
+        reply = self.replies.pop(0) if self.replies else 204
+        if isinstance(reply, Exception):
+            raise reply
+        if reply == 204:
+            self.bodies.append(body.decode())
+        return reply, '{"error":"unable to parse"}' if reply == 400 else ''
 
 
-def writer(errors):
-    w = influx.InfluxWriter(CFG, opener=Opener(errors))
+def writer(replies):
+    w = influx.InfluxWriter(CFG, post=Poster(replies))
     w.stop_event.wait = lambda delay: False   # no pause between retries in tests
     return w
 
@@ -55,19 +55,31 @@ def test_full_queue_drops_the_oldest_and_counts():
     w.put(['a 1', 'b 2', 'c 3', 'd 4'])
     assert w.queued() == 3 and w.dropped == 1
     assert w.flush() is True
-    assert w.opener.bodies == ['b 2\nc 3\n', 'd 4\n'] and w.written == 3
+    assert w.post.bodies == ['b 2\nc 3\n', 'd 4\n'] and w.written == 3
 
 
 def test_a_batch_is_retried_then_dropped_and_counted():
-    w = writer([URLError('refused'), None])
+    w = writer([ConnectionRefusedError(111, 'Connection refused'), 204])
     w.put(['a 1'])
-    assert w.flush() is True and w.written == 1 and w.failures == 1
-    w = writer([URLError('refused')] * 3)
+    assert w.flush() is True and w.written == 1 and w.failures == 1 and w.last_error is None
+    w = writer([503, OSError('timed out'), 500])
     w.put(['a 1', 'b 2'])
-    assert w.flush() is False and w.dropped == 2 and 'refused' in w.last_error
+    assert w.flush() is False and w.dropped == 2 and w.failures == 3 and w.last_error.startswith('HTTP 500')
 
 
 def test_a_rejected_batch_is_not_retried():
-    w = writer([HTTPError('http://h', 400, 'bad line', {}, None)])
+    w = writer([400])
     w.put(['a 1'])
-    assert w.flush() is False and w.failures == 1 and w.dropped == 1 and w.last_error == 'HTTP 400 from http://h:8086'
+    assert w.flush() is False and w.failures == 1 and w.dropped == 1
+    assert w.last_error == 'HTTP 400 from http://h:8086: {"error":"unable to parse"}'
+
+
+def test_post_to_a_closed_port_is_an_oserror():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    w = influx.InfluxWriter(dict(CFG, url='http://127.0.0.1:%d' % port))
+    w.stop_event.wait = lambda delay: False
+    w.put(['a 1'])
+    assert w.flush() is False and w.dropped == 1 and 'refused' in w.last_error.lower()
