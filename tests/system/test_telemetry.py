@@ -235,7 +235,7 @@ def test_serves_the_simulated_hat(stack):
     for dummy in range(20):
         with open(stack.config['textfile']) as f:
             textfile = f.read()
-        assert textfile.endswith('\n') and 'minicluster_hat_console_busy_total{hat="beta"}' in textfile
+        assert textfile.endswith('\n') and 'minicluster_fan_regime_changes_total{hat="beta"}' in textfile
         time.sleep(0.05)
     assert 'minicluster_node_temperature_celsius{hat="alpha",node="1"}' in textfile
     assert 'process_' not in textfile
