@@ -130,3 +130,11 @@ def test_release_leaves_full_drive(rig):
     step()
     mon.release_fan()
     assert full_drive(fan) and not mon.owner.held
+
+
+def test_history_stays_bounded_over_a_day_of_samples(rig):
+    mon, sensors, fan, bus, step = rig
+    step()
+    for dummy in range(86400 // 5):             # a day at the default 5 s
+        mon.record()
+    assert len(mon.history_rows()) == mon.history.maxlen == 3600 // 5 + 1

@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+# Copyright: minicluster.cm4 contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The hat's node power, USB-boot and reset logic on top of the RP2040 console.
+
+The firmware cannot report its pins. Whether a node is on is read back from its eFuse current
+(IMON on the RP2040's ADC); the USB-boot pin cannot be read at all, so the controller remembers
+what it last set, in a small JSON file written under the same lock as the exchange that set it.
+Nodes are 1..4 here and everywhere a person sees them; the firmware's channel is node - 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports import rp2040
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DEFAULT_LOCK_DIR, lock_path_for
+
+NODES = (1, 2, 3, 4)
+STATES = ('on', 'off', 'restarted', 'reset')
+BOOT_MODES = ('normal', 'usb')
+DEFAULT_STATE_DIR = '/var/lib/minicluster-cm4'
+DEFAULT_ON_THRESHOLD_MA = 50.0
+
+
+class HatError(Exception):
+    """A request the hat cannot carry out, with a message for the operator."""
+
+
+def channel_of(node):
+    return node - 1
+
+
+def check_nodes(nodes, port):
+    """Validate node numbers before anything is sent to the hat."""
+    bad = [n for n in nodes if n not in NODES]
+    if bad:
+        raise HatError('node %s is not on the hat at %s: nodes are numbered 1 to 4'
+                       % (', '.join(str(n) for n in bad), port))
+    if not nodes:
+        raise HatError('no node given for the hat at %s: set node or nodes (1 to 4)' % port)
+    return sorted(set(nodes))
+
+
+class PinMemory(object):
+    """What the controller remembers of pins it cannot read, per hat console.
+
+    {"generation": N, "last_power_on": t, "nodes": {"1": {"boot_mode": "usb", "en": true}}}
+    """
+
+    def __init__(self, state_dir, port):
+        self.path = os.path.join(state_dir, os.path.basename(lock_path_for(port, state_dir)).replace('.lock', '.json'))
+        self.data = {'generation': 0, 'last_power_on': 0.0, 'nodes': {}}
+
+    def load(self):
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+            if isinstance(data, dict) and isinstance(data.get('nodes'), dict):
+                self.data = data
+        except (IOError, OSError, ValueError):
+            pass
+        return self
+
+    def node(self, node):
+        return self.data['nodes'].setdefault(str(node), {})
+
+    def save(self):
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o755)
+        self.data['generation'] = self.data.get('generation', 0) + 1
+        tmp = '%s.%d.tmp' % (self.path, os.getpid())
+        with open(tmp, 'w') as f:
+            json.dump(self.data, f, indent=1, sort_keys=True)
+        os.rename(tmp, self.path)
+
+
+class Hat(object):
+
+    def __init__(self, port, lock_timeout=30.0, lock_dir=DEFAULT_LOCK_DIR, state_dir=DEFAULT_STATE_DIR,
+                 on_threshold_ma=DEFAULT_ON_THRESHOLD_MA, ma_per_unit=1.0, command_timeout=rp2040.DEFAULT_TIMEOUT,
+                 restart_delay=2.0, sleep=time.sleep):
+        self.port = port
+        self.lock_timeout = lock_timeout
+        self.lock_dir = lock_dir
+        self.state_dir = state_dir
+        self.on_threshold_ma = on_threshold_ma
+        self.ma_per_unit = ma_per_unit
+        self.command_timeout = command_timeout
+        self.restart_delay = restart_delay
+        self.sleep = sleep
+
+    def console(self):
+        return rp2040.RP2040Console(self.port, lock_timeout=self.lock_timeout, lock_dir=self.lock_dir,
+                                    timeout=self.command_timeout)
+
+    def _currents(self, console):
+        return dict((n, round(v * self.ma_per_unit, 3)) for n, v in zip(NODES, console.averages()))
+
+    def _view(self, node, current, memory):
+        remembered = memory.node(node)
+        power = 'on' if current >= self.on_threshold_ma else 'off'
+        if power == 'off' and remembered.get('en'):
+            # Off although we switched it on: someone else (or an RP2040 reset, which releases
+            # every pin) changed it, so what we remember of its USB-boot pin is stale too.
+            remembered.pop('boot_mode', None)
+            remembered['en'] = False
+        return {'power': power, 'boot_mode': remembered.get('boot_mode'), 'current_ma': current}
+
+    def status(self, nodes=NODES):
+        """{node: {'power', 'boot_mode' (None when unknown), 'current_ma'}} without changing anything."""
+        with self.console() as console:
+            memory = PinMemory(self.state_dir, self.port).load()
+            currents = self._currents(console)
+            return dict((n, self._view(n, currents[n], memory)) for n in nodes)
+
+    @staticmethod
+    def plan(before, state, boot_mode):
+        """Pin actions, in order, that take a node from before to the wanted state.
+
+        Actions: 'usb', 'normal' (the USB-boot pin), 'on', 'off', 'wait' (restart delay), 'reset'.
+        """
+        actions = []
+        mode_changes = boot_mode is not None and before['boot_mode'] != boot_mode
+        if mode_changes:
+            actions.append(boot_mode)
+        if state == 'on':
+            if before['power'] == 'on' and mode_changes:
+                # The SoC samples nRPIBOOT only as it boots: a new boot mode needs a power cycle.
+                actions += ['off', 'wait', 'on']
+            elif before['power'] == 'off':
+                actions.append('on')
+        elif state == 'off':
+            if before['power'] == 'on':
+                actions.append('off')
+        elif state == 'restarted':
+            if before['power'] == 'on':
+                actions += ['off', 'wait']
+            actions.append('on')
+        elif state == 'reset':
+            actions.append('reset')
+        return actions
+
+    @staticmethod
+    def predict(before, actions, boot_mode):
+        after = dict(before)
+        for action in actions:
+            if action in BOOT_MODES:
+                after['boot_mode'] = action
+            elif action in ('on', 'off'):
+                after['power'] = action
+        if boot_mode is not None:
+            after['boot_mode'] = boot_mode
+        return after
+
+    def ensure(self, nodes, state, boot_mode=None, stagger=1.0, check_mode=False):
+        """Bring nodes to state (and boot_mode). {node: {'before', 'after', 'changed', 'actions'}}."""
+        nodes = check_nodes(nodes, self.port)
+        if state not in STATES:
+            raise HatError('state %r is not one of %s' % (state, ', '.join(STATES)))
+        if boot_mode is not None and boot_mode not in BOOT_MODES:
+            raise HatError('boot_mode %r is not one of %s' % (boot_mode, ', '.join(BOOT_MODES)))
+        results = {}
+        with self.console() as console:
+            memory = PinMemory(self.state_dir, self.port).load()
+            currents = self._currents(console)
+            for node in nodes:
+                before = self._view(node, currents[node], memory)
+                if state == 'reset' and before['power'] != 'on':
+                    raise HatError('node %d is off (%.1f mA on %s): a reset needs a powered node; use state=on or restarted'
+                                   % (node, before['current_ma'], self.port))
+                actions = self.plan(before, state, boot_mode)
+                results[node] = {'before': before, 'actions': actions, 'changed': bool(actions),
+                                 'after': self.predict(before, actions, boot_mode)}
+            if check_mode or not any(r['changed'] for r in results.values()):
+                return results
+            try:
+                for node in nodes:
+                    self._apply(console, memory, node, results[node]['actions'], stagger)
+            finally:
+                memory.save()
+        if any('on' in r['actions'] or 'reset' in r['actions'] for r in results.values()):
+            # Let the eFuse soft-start finish before reading the current back, without the lock.
+            self.sleep(0.2)
+        with self.console() as console:
+            measured = self._currents(console)
+        for node in nodes:
+            results[node]['after']['current_ma'] = measured[node]
+            results[node]['generation'] = memory.data['generation']
+        return results
+
+    def _apply(self, console, memory, node, actions, stagger):
+        channel = channel_of(node)
+        remembered = memory.node(node)
+        for action in actions:
+            if action == 'usb':
+                console.pin(channel, rp2040.USB_BOOT_ASSERT)
+                remembered['boot_mode'] = 'usb'
+            elif action == 'normal':
+                console.pin(channel, rp2040.USB_BOOT_DEASSERT)
+                remembered['boot_mode'] = 'normal'
+            elif action == 'off':
+                console.pin(channel, rp2040.DISABLE)
+                remembered['en'] = False
+            elif action == 'wait':
+                self.sleep(self.restart_delay)
+            elif action == 'on':
+                # Spread inrush across every caller on this controller, not only this call.
+                wait = memory.data.get('last_power_on', 0.0) + stagger - time.time()
+                if 0 < wait <= stagger:
+                    self.sleep(wait)
+                console.pin(channel, rp2040.ENABLE)
+                remembered['en'] = True
+                memory.data['last_power_on'] = time.time()
+            elif action == 'reset':
+                console.pin(channel, rp2040.RESET)

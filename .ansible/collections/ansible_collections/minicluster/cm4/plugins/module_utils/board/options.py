@@ -1,0 +1,29 @@
+# -*- coding: utf-8 -*-
+# Copyright: minicluster.cm4 contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Options every module that talks to the RP2040 shares (documented in the minicluster.cm4.hat doc fragment)."""
+
+from __future__ import annotations
+
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import DEFAULT_ON_THRESHOLD_MA, DEFAULT_STATE_DIR, Hat
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DEFAULT_LOCK_DIR
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 import DEFAULT_TIMEOUT
+
+
+def hat_argument_spec():
+    return dict(
+        port=dict(type='str', default='/dev/ttyACM0'),
+        lock_timeout=dict(type='float', default=60.0),
+        lock_dir=dict(type='path', default=DEFAULT_LOCK_DIR),
+        state_dir=dict(type='path', default=DEFAULT_STATE_DIR),
+        command_timeout=dict(type='float', default=DEFAULT_TIMEOUT),
+        on_threshold_ma=dict(type='float', default=DEFAULT_ON_THRESHOLD_MA),
+        ma_per_unit=dict(type='float', default=1.0),
+    )
+
+
+def hat_from_module(module, **kwargs):
+    p = module.params
+    return Hat(p['port'], lock_timeout=p['lock_timeout'], lock_dir=p['lock_dir'], state_dir=p['state_dir'],
+               on_threshold_ma=p['on_threshold_ma'], ma_per_unit=p['ma_per_unit'],
+               command_timeout=p['command_timeout'], **kwargs)

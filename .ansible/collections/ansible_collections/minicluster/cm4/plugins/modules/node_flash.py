@@ -1,0 +1,527 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: minicluster.cm4 contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: node_flash
+short_description: Reflash the eMMC of the cluster hat's CM4 nodes through rpiboot
+version_added: 0.1.0
+description:
+  - For each node that needs it, powers the node into USB boot, runs C(rpiboot) with the mass-storage
+    gadget for the node's own USB port, waits for the node's eMMC to appear as a disk, writes every such
+    disk at once from one decompression stream (only the ranges the O(bmap) maps, when given), reads
+    back and verifies what was written, customises the first boot (O(firstboot)), releases USB boot,
+    power-cycles the node and, optionally, waits for a line on its console (O(wait_for)).
+  - Accepts only a disk that hangs below the node's exact USB path, reports the CM4 gadget's SCSI
+    model (C(mmcblk0), or vendor C(RPi-MSD-) for the legacy payload) and whose device node is what
+    sysfs names. Never writes to any other disk.
+  - Idempotent. The controller records per node what it wrote and verified (image identity, bmap digest,
+    first-boot settings digest, when) under O(state_dir); a node whose record matches is left alone,
+    not even power-cycled. O(force=true) reflashes anyway. The record is removed before a node is
+    written and saved only once the node has been written, verified, customised and booted.
+  - A node that fails at any step has USB boot released and is switched off; the task fails with one
+    line per failed node in RV(msg); the other nodes carry on and are reported in RV(nodes).
+  - Long flashes are safe under C(async). While it runs, the module rewrites a small JSON progress file
+    (O(progress_file)) with each node's step and bytes written, for a play to poll (the
+    C(minicluster.cm4.reflash) role does).
+author:
+  - minicluster.cm4 developers (@minicluster)
+extends_documentation_fragment:
+  - minicluster.cm4.hat
+attributes:
+  check_mode:
+    support: full
+    description: Reads the records and the image's identity and reports which nodes would be flashed; touches no node.
+  diff_mode:
+    support: full
+    description: Shows, per node, the recorded image, bmap and first-boot digests before and after.
+options:
+  node:
+    description:
+      - One node to flash, 1 to 4. Mutually exclusive with O(nodes).
+    type: int
+  nodes:
+    description:
+      - Several nodes to flash, 1 to 4, all at once.
+    type: list
+    elements: int
+  image:
+    description:
+      - The image on the controller. Raw C(.img), or compressed C(.xz), C(.gz), C(.bz2), C(.zst); streamed,
+        never decompressed to disk.
+    type: path
+    required: true
+  bmap:
+    description:
+      - The image's block map as C(bmaptool create) writes it (format 1.x or 2.0), for example the C(.bmap)
+        that pi-gen publishes next to Raspberry Pi OS images.
+      - Only the mapped ranges are written and verified; every range's SHA-256 and the bmap's own checksum are checked.
+      - Without it, the whole image is written.
+    type: path
+  sha256:
+    description:
+      - Expected SHA-256 (hex) of the O(image) file as given (the compressed file for a compressed image).
+        A mismatch fails every node.
+    type: str
+  force:
+    description:
+      - Reflash even nodes whose record says they already hold this image with these first-boot settings.
+    type: bool
+    default: false
+  usb_paths:
+    description:
+      - Node number to the sysfs name of the node's USB port on the controller (its path through the hat's
+        hub), for example C(1-1.2.3) when the hat's hub is on the Pi 4's USB port 2 and the node on hub port 3.
+      - Entries given replace the defaults one by one. Find the paths with C(lsusb -t) or under
+        C(/sys/bus/usb/devices) while a node is in USB boot.
+    type: dict
+    default: {'1': 1-1.2.1, '2': 1-1.2.2, '3': 1-1.2.3, '4': 1-1.2.4}
+  rpiboot:
+    description:
+      - The rpiboot executable (from Raspberry Pi's usbboot), a name on E(PATH) or a path.
+    type: str
+    default: rpiboot
+  rpiboot_payload:
+    description:
+      - The directory rpiboot serves to the node (C(-d)). A bare name is looked up next to the rpiboot
+        executable and in C(/usr/share/rpiboot), C(/usr/local/share/rpiboot), C(/usr/share/usbboot),
+        C(/usr/local/share/usbboot), C(/opt/usbboot) and C(~/usbboot).
+      - C(mass-storage-gadget64) exposes the eMMC at USB 2.0 speed; the legacy C(msd) payload is much slower and deprecated for CM4.
+    type: str
+    default: mass-storage-gadget64
+  rpiboot_timeout:
+    description:
+      - Seconds rpiboot may take to find the node and load the gadget.
+    type: float
+    default: 60.0
+  root:
+    description:
+      - The system root below which C(sys/) and C(dev/) are read to find the node's disk. Only tests and
+        the simulator set this.
+    type: path
+    default: /
+  disk_timeout:
+    description:
+      - Seconds to wait, after rpiboot, for the node's eMMC to appear as a disk.
+    type: float
+    default: 60.0
+  verify:
+    description:
+      - Read back everything written (bypassing the page cache) and compare it with the image.
+    type: bool
+    default: true
+  write_chunk_size:
+    description:
+      - Bytes per write to the disks. The default suits the USB 2.0 link; small values only slow a flash
+        down (the fault tests use that to unplug a disk mid-write).
+    type: int
+  firstboot:
+    description:
+      - First-boot settings written to the boot partition of each flashed node, without mounting it (mtools).
+      - When left out, the image is written exactly as it is.
+      - The settings are part of the node's record, so changing them reflashes the node.
+    type: dict
+    suboptions:
+      style:
+        description:
+          - V(bookworm) writes C(ssh), C(userconf.txt) and, for a hostname or keys, a C(firstrun.sh) run once
+            through C(systemd.run=) on the kernel command line (how Raspberry Pi Imager customises
+            Raspberry Pi OS 12).
+          - V(cloud-init) writes the NoCloud C(user-data), C(meta-data) and C(network-config) files that
+            Raspberry Pi OS 13 (Trixie) reads, and C(ssh).
+          - V(auto) uses V(cloud-init) when the image's boot partition already has C(user-data),
+            C(meta-data) or C(network-config), or its C(cmdline.txt) mentions C(ds=nocloud) or C(cloud-init);
+            V(bookworm) otherwise.
+        type: str
+        choices: [auto, bookworm, cloud-init]
+        default: auto
+      hostname:
+        description:
+          - Host name of the node. C({node}) is replaced by the node number, so V(node{node}) names them node1 to node4.
+        type: str
+      user:
+        description:
+          - The first user, created at first boot.
+        type: str
+      password_hash:
+        description:
+          - The user's password as a crypt(3) hash (C(mkpasswd -m sha-512), or the C(password_hash) filter),
+            never the clear password. Never shown in output.
+        type: str
+      ssh_authorized_keys:
+        description:
+          - SSH public keys, one per entry, for the user (or the image's first user when O(firstboot.user) is not set).
+        type: list
+        elements: str
+      ssh:
+        description:
+          - Enable the SSH server at first boot.
+        type: bool
+        default: true
+      ssh_password_authentication:
+        description:
+          - Allow SSH password logins. Default is true only when a password hash and no keys are given.
+        type: bool
+      enable_uart:
+        description:
+          - Make sure C(config.txt) has C(enable_uart=1) in force, so the node's console (O(consoles)) shows its boot.
+        type: bool
+        default: true
+      network_config:
+        description:
+          - cloud-init network configuration (version 2) for V(cloud-init) style. Without it the image's
+            C(network-config) is kept, or DHCP on eth0 is written when the image has none.
+        type: dict
+  wait_for:
+    description:
+      - A regular expression to wait for on each flashed node's console after its power cycle, for example
+        C(login:). The node fails (and is switched off) when it does not appear within O(boot_timeout).
+    type: str
+  consoles:
+    description:
+      - Node number to the controller's serial device of the node's console (for O(wait_for)), for example
+        V(1) to C(/dev/ttyAMA1). Which host UART goes to which slot depends on the board, so set it per controller.
+    type: dict
+    default: {}
+  boot_timeout:
+    description:
+      - Seconds to wait for O(wait_for) after the power cycle.
+    type: float
+    default: 180.0
+  progress_file:
+    description:
+      - JSON file rewritten while the flash runs, with each node's step and bytes written. Default
+        C(flash/progress.json) under O(state_dir).
+    type: path
+  stagger:
+    description:
+      - Seconds between successive power-ons, to spread the inrush current.
+    type: float
+    default: 1.0
+  restart_delay:
+    description:
+      - Seconds a node stays off in a power cycle.
+    type: float
+    default: 2.0
+notes:
+  - The flash and the first-boot edits run on the controller, which needs C(rpiboot) with its payloads,
+    mtools (for O(firstboot)) and the Python zstandard package (for C(.zst) images).
+  - All nodes share the hub's single USB 2.0 link to the controller; flashing four nodes at once takes
+    about as long as the link allows for the mapped bytes of one image times four.
+seealso:
+  - module: minicluster.cm4.node_power
+  - module: minicluster.cm4.hat_info
+'''
+
+EXAMPLES = r'''
+- name: Flash Raspberry Pi OS on every node, writing only what the bmap maps
+  minicluster.cm4.node_flash:
+    nodes: [1, 2, 3, 4]
+    image: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.xz
+    bmap: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.bmap
+    firstboot:
+      hostname: "node{node}"
+      user: admin
+      password_hash: "{{ vault_admin_password | password_hash('sha512') }}"
+      ssh_authorized_keys:
+        - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
+    wait_for: "login:"
+    consoles: {1: /dev/ttyAMA1, 2: /dev/ttyAMA2, 3: /dev/ttyAMA3, 4: /dev/ttyAMA4}
+
+- name: Reflash node 3 even though its record matches
+  minicluster.cm4.node_flash:
+    node: 3
+    image: /srv/images/custom.img.zst
+    sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    force: true
+
+- name: Which nodes would be flashed?
+  minicluster.cm4.node_flash:
+    nodes: [1, 2, 3, 4]
+    image: /srv/images/custom.img.xz
+  check_mode: true
+  register: plan
+
+- name: Flash in the background and follow its progress file
+  minicluster.cm4.node_flash:
+    nodes: [1, 2]
+    image: /srv/images/custom.img.xz
+    progress_file: /tmp/reflash-progress.json
+  async: 3600
+  poll: 0
+  register: flash_job
+'''
+
+RETURN = r'''
+msg:
+  description: One line per failed node saying what failed, where and what to do; a summary otherwise.
+  returned: always
+  type: str
+  sample: "node2: rpiboot failed at USB path 1-1.2.2 (exit 1: no device): check the node is in USB boot and usb_paths maps node 2 to its hub port"
+image_digest:
+  description: Identity of the image as recorded per node (digest of the decompressed content).
+  returned: when the image could be read
+  type: str
+  sample: "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+bmap_digest:
+  description: Digest of the bmap file, or null without one.
+  returned: when the image could be read
+  type: str
+  sample: "sha256:fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9"
+progress_file:
+  description: The progress file of this run.
+  returned: always
+  type: str
+  sample: /var/lib/minicluster-cm4/flash/progress.json
+nodes:
+  description: One entry per node asked for.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    node:
+      description: Node number, 1 to 4.
+      type: int
+      sample: 2
+    usb_path:
+      description: The node's USB path.
+      type: str
+      sample: 1-1.2.2
+    action:
+      description: V(flashed), V(unchanged), V(would flash) (check mode) or V(failed).
+      type: str
+      sample: flashed
+    reasons:
+      description: Why the node was (or would be) flashed, for example C(no record), C(image_digest), C(force).
+      type: list
+      elements: str
+      sample: [image_digest]
+    changed:
+      description: Whether the node's eMMC or power was (or would be) changed.
+      type: bool
+    failed:
+      description: Whether this node failed.
+      type: bool
+    msg:
+      description: The node's one-line error.
+      type: str
+      returned: when the node failed
+    failed_step:
+      description: Step that failed, one of preflight, usb boot, rpiboot, disk, write, verify, firstboot, boot, console.
+      type: str
+      returned: when the node failed
+    disk:
+      description: The node's disk as found (name, path, size in bytes, model, by_path).
+      type: dict
+      returned: when the disk was found
+    bytes_written:
+      description: Bytes written to the node's eMMC.
+      type: int
+      returned: when the node was written
+      sample: 2147483648
+    verified:
+      description: Whether the read-back matched the image.
+      type: bool
+      returned: when the node was written
+    content_digest:
+      description: Digest of the content written, as the writer computed it.
+      type: str
+      returned: when the node was written
+    write_seconds:
+      description: Seconds the write (and read-back) took for this node.
+      type: float
+      returned: when the node was written
+    firstboot:
+      description: First-boot customisation done (style, boot partition, names of files changed, settings digest); never file contents.
+      type: dict
+      returned: when firstboot was given and applied
+    booted:
+      description: Whether the node was released from USB boot and power-cycled.
+      type: bool
+      returned: when the node was flashed
+    console_match:
+      description: The console text that matched O(wait_for).
+      type: str
+      returned: when wait_for matched
+    power_actions:
+      description: Pin actions sent to the hat for this node, in order.
+      type: list
+      elements: str
+      returned: when the node was touched
+    seconds:
+      description: Wall time this node took, from USB boot to done.
+      type: float
+      returned: when the node was flashed or failed after being touched
+    record:
+      description: The node's flash record after the task.
+      type: dict
+      returned: when one exists
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash import firstboot as fbmod
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.disk import DiskError
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors import FlashError
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.record import FlashRecords, ProgressFile
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.reflash import DEFAULT_USB_PATHS, Reflash, ReflashError
+
+FIRSTBOOT_SPEC = dict(
+    style=dict(type='str', default='auto', choices=['auto', 'bookworm', 'cloud-init']),
+    hostname=dict(type='str'),
+    user=dict(type='str'),
+    password_hash=dict(type='str', no_log=True),
+    ssh_authorized_keys=dict(type='list', elements='str', no_log=False),
+    ssh=dict(type='bool', default=True),
+    ssh_password_authentication=dict(type='bool'),
+    enable_uart=dict(type='bool', default=True),
+    network_config=dict(type='dict'),
+)
+
+
+def node_map(value, what):
+    """{1: x} from a dict whose keys may be strings ('1', 'node1') or ints."""
+    out = {}
+    for key, item in (value or {}).items():
+        text = str(key)
+        if text.startswith('node'):
+            text = text[4:]
+        try:
+            node = int(text)
+        except ValueError:
+            raise ReflashError('%s key %r is not a node number 1 to 4' % (what, key))
+        if node not in DEFAULT_USB_PATHS:
+            raise ReflashError('%s key %r is not a node number 1 to 4' % (what, key))
+        out[node] = str(item)
+    return out
+
+
+def argument_spec():
+    spec = hat_argument_spec()
+    spec.update(
+        node=dict(type='int'),
+        nodes=dict(type='list', elements='int'),
+        image=dict(type='path', required=True),
+        bmap=dict(type='path'),
+        sha256=dict(type='str'),
+        force=dict(type='bool', default=False),
+        usb_paths=dict(type='dict', default=dict((str(k), v) for k, v in DEFAULT_USB_PATHS.items())),
+        rpiboot=dict(type='str', default='rpiboot'),
+        rpiboot_payload=dict(type='str', default='mass-storage-gadget64'),
+        rpiboot_timeout=dict(type='float', default=60.0),
+        root=dict(type='path', default='/'),
+        disk_timeout=dict(type='float', default=60.0),
+        verify=dict(type='bool', default=True),
+        write_chunk_size=dict(type='int'),
+        firstboot=dict(type='dict', options=FIRSTBOOT_SPEC),
+        wait_for=dict(type='str'),
+        consoles=dict(type='dict', default={}),
+        boot_timeout=dict(type='float', default=180.0),
+        progress_file=dict(type='path'),
+        stagger=dict(type='float', default=1.0),
+        restart_delay=dict(type='float', default=2.0),
+    )
+    return spec
+
+
+def summary(jobs):
+    counts = {}
+    for job in jobs:
+        counts[job.action] = counts.get(job.action, 0) + 1
+    return ', '.join('%s %s' % (n, a) for a, n in sorted(counts.items())) or 'nothing to do'
+
+
+def fail_all(module, nodes, exc, result, progress=None):
+    """A problem found before any node was touched: the same line for every node asked for."""
+    lines = ['node%d: %s' % (n, exc) for n in nodes] or [str(exc)]
+    result['nodes'] = [dict(node=n, action='failed', failed=True, changed=False, failed_step='preflight', msg=line)
+                       for n, line in zip(nodes, lines)]
+    if progress is not None:
+        for n in nodes:
+            progress.phase(n, 'failed', error=str(exc))
+        progress.finish(False)
+    module.fail_json(msg='\n'.join(lines), **result)
+
+
+def build(module, nodes, progress):
+    p = module.params
+    for name in ('rpiboot_timeout', 'disk_timeout', 'boot_timeout', 'stagger', 'restart_delay', 'lock_timeout'):
+        if p[name] < 0:
+            raise ReflashError('%s must not be negative (got %s)' % (name, p[name]))
+    flash_options = {}
+    if p['write_chunk_size'] is not None:
+        if p['write_chunk_size'] < 4096:
+            raise ReflashError('write_chunk_size must be at least 4096 bytes (got %d)' % p['write_chunk_size'])
+        flash_options['chunk_size'] = p['write_chunk_size']
+    firstboot = None
+    if p['firstboot'] is not None:
+        firstboot = dict((k, v) for k, v in p['firstboot'].items() if v is not None)
+    return Reflash(
+        nodes, p['image'], hat_factory=lambda: hat_from_module(module, restart_delay=p['restart_delay']),
+        records=FlashRecords(p['state_dir']), flash_fn=pipeline.flash, identity_fn=pipeline.image_identity,
+        bmap=p['bmap'], sha256=p['sha256'], force=p['force'], usb_paths=node_map(p['usb_paths'], 'usb_paths'),
+        rpiboot=p['rpiboot'], rpiboot_payload=p['rpiboot_payload'], rpiboot_timeout=p['rpiboot_timeout'],
+        root=p['root'], disk_timeout=p['disk_timeout'], firstboot=firstboot, wait_for=p['wait_for'],
+        consoles=node_map(p['consoles'], 'consoles'), boot_timeout=p['boot_timeout'], verify=p['verify'],
+        progress=progress, check_mode=module.check_mode, stagger=p['stagger'],
+        restart_delay=p['restart_delay'], flash_options=flash_options)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+                           mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
+    p = module.params
+    progress_path = p['progress_file'] or os.path.join(p['state_dir'], 'flash', 'progress.json')
+    result = dict(changed=False, progress_file=progress_path, nodes=[])
+    try:
+        nodes = check_nodes([p['node']] if p['node'] is not None else p['nodes'], p['port'])
+    except HatError as exc:
+        module.fail_json(msg=str(exc), **result)
+    progress = None if module.check_mode else ProgressFile(progress_path, nodes)
+    try:
+        job = build(module, nodes, progress)
+        try:
+            job.run()
+        finally:
+            if progress is not None and job.jobs:
+                progress.finish(not any(j.failed for j in job.jobs.values()))
+    except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError) as exc:
+        fail_all(module, nodes, exc, result, progress)
+
+    jobs = [job.jobs[n] for n in nodes]
+    for j in jobs:
+        if j.action == 'none':
+            j.action = 'unchanged'
+    for j in jobs:
+        entry = j.result()
+        if j.record:
+            entry['record'] = j.record
+        result['nodes'].append(entry)
+    ident = job.identity or {}
+    result['image_digest'] = ident.get('image_digest')
+    result['bmap_digest'] = ident.get('bmap_digest')
+    result['changed'] = any(e['changed'] for e in result['nodes'])
+    if module._diff:
+        keys = ('image_digest', 'bmap_digest', 'firstboot_digest')
+        result['diff'] = dict(
+            before=dict(('node%d' % j.node, dict((k, (j.record_before or {}).get(k)) for k in keys)) for j in jobs),
+            after=dict(('node%d' % j.node, dict((k, (j.record or {}).get(k)) for k in keys)
+                        if j.action != 'would flash' else job.wanted(j.node)) for j in jobs),
+        )
+    failed = [j for j in jobs if j.failed]
+    if failed:
+        module.fail_json(msg='\n'.join(j.error for j in failed), **result)
+    result['msg'] = summary(jobs)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,188 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: minicluster.cm4 contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: node_power
+short_description: Power, reset and USB-boot control of the cluster hat's CM4 nodes
+version_added: 0.1.0
+description:
+  - Switches a node's power (EN), pulses its SoC reset (RUN) and sets its USB-boot pin (nRPIBOOT)
+    through the hat's RP2040.
+  - Knows whether a node is on from the current it draws, and remembers on the controller the USB-boot
+    pin, which the firmware cannot report. Sends nothing when a node already is as asked.
+  - Every exchange with the RP2040 holds a lock shared by all processes on the controller.
+author:
+  - minicluster.cm4 developers (@minicluster)
+extends_documentation_fragment:
+  - minicluster.cm4.hat
+attributes:
+  check_mode:
+    support: full
+    description: Reads the current draw and reports what would change; sends no pin command.
+  diff_mode:
+    support: full
+    description: Shows each node's power and boot mode before and after.
+options:
+  node:
+    description:
+      - One node, 1 to 4. Mutually exclusive with O(nodes).
+    type: int
+  nodes:
+    description:
+      - Several nodes, 1 to 4, handled in order.
+    type: list
+    elements: int
+  state:
+    description:
+      - V(on) and V(off) switch power, and do nothing when the node already is so.
+      - V(restarted) switches the node off (when on), waits O(restart_delay) seconds and switches it on. Always changes.
+      - V(reset) pulses RUN low for 100 ms, a SoC reset without cutting power. Fails on a node that is off. Always changes.
+    type: str
+    choices: ["on", "off", restarted, reset]
+    default: "on"
+  boot_mode:
+    description:
+      - V(usb) asserts nRPIBOOT so the node boots as a USB device (for rpiboot); V(normal) releases it.
+      - Set before power rises. The SoC samples the pin only as it boots, so changing the boot mode of
+        a node that is on with O(state=on) power-cycles it.
+      - Unset leaves the pin alone.
+    type: str
+    choices: [normal, usb]
+  stagger:
+    description:
+      - Seconds between successive power-ons, across every caller on the controller, to spread the inrush current.
+    type: float
+    default: 1.0
+  restart_delay:
+    description:
+      - Seconds a node stays off during O(state=restarted) or a boot-mode change.
+    type: float
+    default: 2.0
+'''
+
+EXAMPLES = r'''
+- name: Power every node on
+  minicluster.cm4.node_power:
+    nodes: [1, 2, 3, 4]
+    state: "on"
+
+- name: Put node 3 in USB boot for rpiboot
+  minicluster.cm4.node_power:
+    node: 3
+    state: "on"
+    boot_mode: usb
+
+- name: Reset a hung node without cutting its power
+  minicluster.cm4.node_power:
+    node: 2
+    state: reset
+    port: /dev/cm4hat
+
+- name: Power a node off from a play about the nodes
+  minicluster.cm4.node_power:
+    node: "{{ cm4_slot }}"
+    state: "off"
+  delegate_to: "{{ groups['controller'][0] }}"
+'''
+
+RETURN = r'''
+nodes:
+  description: Each node asked for, as it is after the task (as it would be, in check mode).
+  returned: success
+  type: list
+  elements: dict
+  contains:
+    node:
+      description: Node number, 1 to 4.
+      type: int
+      sample: 3
+    power:
+      description: V(on) or V(off).
+      type: str
+      sample: "on"
+    boot_mode:
+      description: V(normal), V(usb), or null when the controller does not know the pin.
+      type: str
+      sample: usb
+    current_ma:
+      description: Current the node draws, read back after any change.
+      type: float
+      sample: 512.4
+    actions:
+      description: Pin actions taken (or that would be taken), in order.
+      type: list
+      elements: str
+      sample: [usb, "on"]
+generation:
+  description: Counter of changes the controller has made to this hat's pins, for ordering concurrent runs.
+  returned: when something changed
+  type: int
+  sample: 42
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import LockTimeout
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 import ConsoleError
+
+
+def main():
+    argument_spec = hat_argument_spec()
+    argument_spec.update(
+        node=dict(type='int'),
+        nodes=dict(type='list', elements='int'),
+        state=dict(type='str', default='on', choices=['on', 'off', 'restarted', 'reset']),
+        boot_mode=dict(type='str', choices=['normal', 'usb']),
+        stagger=dict(type='float', default=1.0),
+        restart_delay=dict(type='float', default=2.0),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
+    p = module.params
+    port = p['port']
+    try:
+        # Validated before the port is opened: bad input sends nothing to the hat.
+        nodes = check_nodes([p['node']] if p['node'] is not None else p['nodes'], port)
+        for name in ('stagger', 'restart_delay', 'lock_timeout', 'command_timeout'):
+            if p[name] < 0:
+                raise HatError('%s must not be negative (got %s)' % (name, p[name]))
+        hat = hat_from_module(module, restart_delay=p['restart_delay'])
+        results = hat.ensure(nodes, p['state'], boot_mode=p['boot_mode'], stagger=p['stagger'],
+                             check_mode=module.check_mode)
+    except (HatError, ConsoleError, LockTimeout) as exc:
+        module.fail_json(msg=str(exc), port=port)
+
+    changed = any(r['changed'] for r in results.values())
+    nodes_out = []
+    warnings = []
+    for node in nodes:
+        r = results[node]
+        after = r['after']
+        nodes_out.append(dict(node=node, power=after['power'], boot_mode=after['boot_mode'],
+                              current_ma=after['current_ma'], actions=r['actions']))
+        if not module.check_mode and after['power'] == 'on' and after['current_ma'] < p['on_threshold_ma']:
+            warnings.append('node %d was switched on but draws only %.1f mA (threshold %.1f): is a card in slot %d?'
+                            % (node, after['current_ma'], p['on_threshold_ma'], node))
+    for w in warnings:
+        module.warn(w)
+    diff = dict(
+        before=dict(('node%d' % n, dict(power=results[n]['before']['power'], boot_mode=results[n]['before']['boot_mode']))
+                    for n in nodes),
+        after=dict(('node%d' % n, dict(power=results[n]['after']['power'], boot_mode=results[n]['after']['boot_mode']))
+                   for n in nodes),
+    )
+    result = dict(changed=changed, nodes=nodes_out, diff=diff)
+    generations = [r['generation'] for r in results.values() if 'generation' in r]
+    if generations:
+        result['generation'] = max(generations)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
