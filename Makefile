@@ -92,3 +92,8 @@ build: venv
 
 clean:
 	rm -rf $(BUILD) tests/output
+
+# Telemetry: a full reading of the hat from the service against the hat_info module, and how long
+# the service keeps the console locked.
+telemetry-bench: venv apt collection
+	$(BIN)/python tools/telemetry_bench.py
