@@ -51,12 +51,13 @@ def main():
     os.environ['PYTHONPATH'] = os.pathsep.join([os.path.join(ROOT, 'tests'), os.path.join(ROOT, '.build', 'collections')])
     env = dict(os.environ)
     with running_hat(os.path.join(work, 'hat')) as hat:
-        addresses = dict((n, s['address']) for n, s in hat.state()['tmp117'].items())
+        state = hat.state()
+        addresses = dict((n, s['address']) for n, s in state['tmp117'].items())
         port = free_port()
         lock_dir = os.path.join(work, 'lock')
         config = {'listen_address': '127.0.0.1', 'listen_port': port, 'lock_dir': lock_dir,
                   'state_dir': os.path.join(work, 'state'),
-                  'hats': [{'name': 'bench', 'port': hat.rp2040, 'i2c_bus': hat.i2c_bus, 'shunt_ohm': 0.002,
+                  'hats': [{'name': 'bench', 'port': hat.rp2040, 'i2c_bus': hat.i2c_bus, 'shunt_ohm': state['options']['shunt_ohms'],
                             'tmp117_addresses': addresses, 'sample_interval': 0.5}]}
         with open(os.path.join(work, 'config.json'), 'w') as f:
             json.dump(config, f)

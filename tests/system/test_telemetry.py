@@ -155,7 +155,8 @@ def stack(tmp_path_factory):
     stack = Stack(root)
     try:
         stack.alpha = start_hat(os.path.join(root, 'alpha'), boot_delay=0.1)
-        addresses = tmp117_addresses(stack.alpha.state())
+        state = stack.alpha.state()
+        addresses = tmp117_addresses(state)
         stack.influx_url = start_influxdb(stack)
         config = {
             'listen_address': '127.0.0.1', 'listen_port': stack.port, 'lock_dir': stack.lock_dir,
@@ -167,7 +168,8 @@ def stack(tmp_path_factory):
             config['hats'].append({
                 'name': name, 'port': os.path.join(directory, 'rp2040'),
                 'i2c_bus': 'unix:' + os.path.join(directory, 'i2c-1.sock'),
-                'shunt_ohm': 0.002, 'tmp117_addresses': addresses, 'sample_interval': 0.5, 'stale_after': 2.0,
+                'shunt_ohm': state['options']['shunt_ohms'], 'tmp117_addresses': addresses,
+                'sample_interval': 0.5, 'stale_after': 2.0,
                 'console_lock_timeout': 0.05, 'fan': {'interval': 0.3, 'recover_after': 2}})
         if stack.influx_url:
             config['influxdb'] = {'url': stack.influx_url, 'version': 1, 'database': 'cm4', 'flush_interval': 0.5}

@@ -63,10 +63,12 @@ def recap(out):
 def test_role_installs_a_working_service_and_the_k3s_manifest(hat, tmp_path):
     root = tmp_path / 'root'
     port = free_port()
+    state = json.loads((hat / 'state.json').read_text())
     extra = {
         'telemetry_hat_name': 'alpha', 'telemetry_port': str(hat / 'rp2040'), 'telemetry_i2c_bus': 'unix:%s' % (hat / 'i2c-1.sock'),
-        'telemetry_listen_address': '127.0.0.1', 'telemetry_listen_port': port, 'telemetry_shunt_ohm': 0.002,
-        'telemetry_tmp117_addresses': dict((n, s['address']) for n, s in json.loads((hat / 'state.json').read_text())['tmp117'].items()),
+        'telemetry_listen_address': '127.0.0.1', 'telemetry_listen_port': port,
+        'telemetry_shunt_ohm': state['options']['shunt_ohms'],
+        'telemetry_tmp117_addresses': dict((n, s['address']) for n, s in state['tmp117'].items()),
         'telemetry_lock_dir': str(root / 'lock'), 'telemetry_state_dir': str(root / 'state'),
         'telemetry_install_dir': str(root / 'lib'), 'telemetry_config_dir': str(root / 'etc'),
         'telemetry_unit_dir': str(root / 'systemd'), 'telemetry_python': sys.executable,
