@@ -51,12 +51,6 @@ def test_hats_become_controllers_nodes_and_groups(tmp_path):
 
 
 def test_bad_hats_fail_with_one_line(tmp_path):
-    cases = {
-        'name: "bad name"': 'hats[0].name must be letters, digits',
-        'name: alpha\n    slots: [0, 5]': 'hats[0] (alpha).slots must list distinct node numbers 1..4',
-    }
-    for hat, message in cases.items():
-        out = inventory(tmp_path, 'plugin: minicluster.cm4.hats\nhats:\n  - controller: 192.0.2.1\n    %s\n' % hat)
-        assert out.returncode != 0 and message in out.stderr, (hat, out.stderr)
+    # Every check has its unit test; this one shows the message reaches the operator.
     out = inventory(tmp_path, 'plugin: minicluster.cm4.hats\nhats:\n  - {name: a, controller: x}\n  - {name: a, controller: y}\n')
-    assert out.returncode != 0 and 'hats: name a given twice' in out.stderr, out.stderr
+    assert out.returncode != 0 and 'cluster.hats.yml: hats: name a given twice' in out.stderr, out.stderr
