@@ -22,9 +22,10 @@ import os
 import random
 import time
 
-# IMON millivolts (what the RP2040 reports as "mA") by mode.
+# IMON millivolts (what the RP2040 reports as "mA") by mode. EN switches only the CM4's GLOBAL_EN:
+# the card's eFuse, its converters and an NVMe drive stay powered, so 'off' is small but not zero.
 MODE_MILLIVOLTS = {
-    'off': 1.2, 'reset': 300.0, 'booting': 640.0, 'running': 430.0, 'no_boot_media': 390.0,
+    'off': 24.0, 'reset': 300.0, 'booting': 640.0, 'running': 430.0, 'no_boot_media': 390.0,
     'usb_rom': 375.0, 'usb_loading': 520.0, 'usb_msd': 450.0, 'usb_payload': 470.0,
 }
 EMPTY_SLOT_MV = 0.15
