@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(ROOT, '.build', 'collections'))
 
 from hatsim.testing import running_hat  # noqa: E402
 from moduletest import run_module  # noqa: E402
-from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DeviceLock, lock_path_for  # noqa: E402
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DeviceLock, hat_lock_path  # noqa: E402
 
 DAEMON = 'ansible_collections.minicluster.cm4.plugins.module_utils.telemetry.daemon'
 
@@ -85,7 +85,7 @@ def main():
                 assert not result.get('failed'), result
             baseline = (time.monotonic() - started) / reads
 
-            lock = DeviceLock(lock_path_for(hat.rp2040, lock_dir), timeout=10, poll=0.001)
+            lock = DeviceLock(hat_lock_path('hat0', lock_dir), timeout=10, poll=0.001)
             waits = []
             end = time.monotonic() + 10
             while time.monotonic() < end:

@@ -26,7 +26,7 @@ import urllib.request
 import pytest
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.telemetry.fanowner import owner_path
-from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DeviceLock, lock_path_for
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DeviceLock, hat_lock_path
 from hatsim.testing import start as start_hat, stop as stop_hat
 from moduletest import REPO, run_module
 
@@ -166,7 +166,7 @@ def stack(tmp_path_factory):
         os.makedirs(os.path.dirname(config['textfile']))
         for name, directory in (('alpha', stack.alpha.dir), ('beta', stack.beta_dir)):
             config['hats'].append({
-                'name': name, 'port': os.path.join(directory, 'rp2040'),
+                'name': name, 'hat_id': name, 'port': os.path.join(directory, 'rp2040'),
                 'i2c_bus': 'unix:' + os.path.join(directory, 'i2c-1.sock'),
                 'shunt_ohm': state['options']['shunt_ohms'], 'tmp117_addresses': addresses,
                 'sample_interval': 0.5, 'stale_after': 2.0,
@@ -244,7 +244,7 @@ def test_serves_the_simulated_hat(stack):
 
 
 def test_powered_node_and_usb_boot_pin(stack, tmp_path):
-    args = dict(port=stack.alpha.rp2040, lock_dir=stack.lock_dir, state_dir=stack.state_dir, lock_timeout=10,
+    args = dict(port=stack.alpha.rp2040, hat='alpha', lock_dir=stack.lock_dir, state_dir=stack.state_dir, lock_timeout=10,
                 node=2, state='on', boot_mode='usb')
     result = run_module('node_power', args, tmp_path)
     assert result.get('changed') is True, result
@@ -306,10 +306,10 @@ def test_console_held_busy_serves_the_last_sample_with_its_age(stack, tmp_path):
     # A long node_power run: two restarts of 1.5 s each, all under the hat's lock. Its short lock
     # timeout proves the service never keeps it waiting.
     result = {}
-    args = dict(port=stack.alpha.rp2040, lock_dir=stack.lock_dir, state_dir=stack.state_dir, lock_timeout=1.0,
+    args = dict(port=stack.alpha.rp2040, hat='alpha', lock_dir=stack.lock_dir, state_dir=stack.state_dir, lock_timeout=1.0,
                 nodes=[1, 4], state='restarted')
     worker = threading.Thread(target=lambda: result.update(run_module('node_power', args, tmp_path)))
-    lock = DeviceLock(lock_path_for(stack.alpha.rp2040, stack.lock_dir), timeout=10)
+    lock = DeviceLock(hat_lock_path('alpha', stack.lock_dir), timeout=10)
     with lock:
         # While someone holds the console the service keeps answering, with an age that grows.
         ages = []

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.telemetry import curve
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DEFAULT_HAT
 
 NODES = (1, 2, 3, 4)
 DEFAULT_TMP117 = {1: 0x49, 2: 0x48, 3: 0x4B, 4: 0x4A}
@@ -155,7 +156,8 @@ def check_fan(data, where):
 
 
 def check_hat(data, where):
-    _known(data, where, ('name', 'port', 'i2c_bus', 'console_lock_timeout', 'command_timeout', 'on_threshold_ma',
+    _known(data, where, ('name', 'hat_id', 'port', 'uart_port', 'i2c_bus', 'console_lock_timeout', 'command_timeout',
+                         'on_threshold_ma',
                          'ma_per_unit', 'ina226_address', 'shunt_ohm', 'tmp117_addresses', 'sample_interval',
                          'stale_after', 'fan'))
     name = _text(data, 'name', where, required=True, pattern=NAME_RE)
@@ -166,12 +168,14 @@ def check_hat(data, where):
         raise ConfigError('%s.i2c_bus: %s' % (where, exc))
     out = {
         'name': name,
+        'hat_id': _text(data, 'hat_id', where, DEFAULT_HAT, pattern=NAME_RE),
         'port': _text(data, 'port', where, '/dev/ttyACM0'),
+        'uart_port': _text(data, 'uart_port', where),
         'i2c_bus': bus,
         'console_lock_timeout': _num(data, 'console_lock_timeout', where, 0.2, 0.0, 5.0),
         'command_timeout': _num(data, 'command_timeout', where, 2.0, 0.1, 30.0),
         'on_threshold_ma': _num(data, 'on_threshold_ma', where, 50.0, 0.0, 5000.0),
-        'ma_per_unit': _node_map(data.get('ma_per_unit'), where + '.ma_per_unit', _positive, dict.fromkeys(NODES, 1.0)),
+        'ma_per_unit': None if data.get('ma_per_unit') is None else _positive(data['ma_per_unit'], where + '.ma_per_unit'),
         'ina226_address': _address(data.get('ina226_address', 0x40), where + '.ina226_address'),
         'shunt_ohm': _positive(data.get('shunt_ohm', 0.1), where + '.shunt_ohm'),
         'tmp117_addresses': _node_map(data.get('tmp117_addresses'), where + '.tmp117_addresses', _address,
@@ -237,7 +241,7 @@ def check(data):
     names = [h['name'] for h in out['hats']]
     if len(set(names)) != len(names):
         raise ConfigError('config.hats: hat names must be distinct, got %s' % ', '.join(names))
-    for key in ('port', 'i2c_bus'):
+    for key in ('hat_id', 'port', 'i2c_bus'):
         values = [str(h[key]) for h in out['hats']]
         if len(set(values)) != len(values):
             raise ConfigError('config.hats: two hats share the %s %s' % (key, values))

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 
-from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import PinMemory
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import Hat, HatError
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import emc2301 as emc
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips.ina226 import INA226
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips.tmp117 import TMP117
@@ -56,31 +56,6 @@ class Source(object):
         self.errors = 0
         self.busy = 0
         self.attempts = 0
-
-
-def load_calibration(state_dir, port):
-    """Per-node mA per reported unit from a stored calibration, or {} when there is none."""
-    try:
-        from ansible_collections.minicluster.cm4.plugins.module_utils.board import calibration
-    except ImportError:
-        return {}
-    loader = getattr(calibration, 'load', None)
-    if loader is None:
-        return {}
-    try:
-        found = loader(state_dir, port)
-    except Exception:  # pylint: disable=broad-except
-        return {}
-    out = {}
-    for key, value in (found or {}).items():
-        try:
-            node = int(key)
-            value = float(value['ma_per_unit'] if isinstance(value, dict) else value)
-        except (TypeError, ValueError, KeyError):
-            continue
-        if node in NODES and value > 0:
-            out[node] = value
-    return out
 
 
 class HatMonitor(object):
@@ -149,27 +124,27 @@ class HatMonitor(object):
 
     # -- console ----------------------------------------------------------------------------
     def sample_console(self):
+        """The nodes through the same Hat logic node_power uses (baselines, calibration, pin memory)."""
         cfg = self.cfg
+        hat = Hat(cfg['port'], lock_timeout=cfg['console_lock_timeout'], lock_dir=self.lock_dir,
+                  state_dir=self.state_dir, on_threshold_ma=cfg['on_threshold_ma'], ma_per_unit=cfg['ma_per_unit'],
+                  command_timeout=cfg['command_timeout'], uart_port=cfg['uart_port'], hat=cfg['hat_id'])
         try:
-            with rp2040.RP2040Console(cfg['port'], lock_timeout=cfg['console_lock_timeout'], lock_dir=self.lock_dir,
-                                      timeout=cfg['command_timeout']) as console:
-                units = console.averages()
+            calibrated = set() if cfg['ma_per_unit'] is not None else set(hat.calibration)
+            status = hat.status()
         except LockTimeout:
             self._fail('console', 'console busy (another program holds the hat lock); serving the last sample',
                        busy=True)
             return
-        except (rp2040.ConsoleError, OSError, ValueError) as exc:
+        except (rp2040.ConsoleError, HatError, OSError, ValueError) as exc:
             self._fail('console', str(exc))
             return
-        memory = PinMemory(self.state_dir, cfg['port']).load()
-        calibration = load_calibration(self.state_dir, cfg['port'])
         nodes = {}
-        for node, value in zip(NODES, units):
-            factor = calibration.get(node, cfg['ma_per_unit'][node])
-            milliamps = value * factor
-            boot = memory.node(node).get('boot_mode')
-            nodes[node] = {'current_a': round(milliamps / 1000.0, 6), 'on': milliamps >= cfg['on_threshold_ma'],
-                           'usb_boot': None if boot is None else boot == 'usb', 'calibrated': node in calibration}
+        for node in NODES:
+            item = status[node]
+            nodes[node] = {'current_a': round(item['current_ma'] / 1000.0, 6), 'on': item['power'] == 'on',
+                           'usb_boot': None if item['boot_mode'] is None else item['boot_mode'] == 'usb',
+                           'calibrated': node in calibrated}
         self._ok('console', nodes)
 
     # -- I2C --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ def test_defaults_follow_the_board():
     hat = cfg['hats'][0]
     assert hat['tmp117_addresses'] == {1: 0x49, 2: 0x48, 3: 0x4B, 4: 0x4A}
     assert hat['shunt_ohm'] == 0.1 and hat['ina226_address'] == 0x40 and hat['port'] == '/dev/ttyACM0'
+    assert hat['hat_id'] == 'hat0' and hat['ma_per_unit'] is None and hat['uart_port'] is None
     assert hat['fan']['mode'] == 'rpm' and hat['fan']['enabled'] is True and hat['fan']['aggregate'] == 'max'
     assert hat['stale_after'] == 15.0          # three sample intervals
     assert cfg['influxdb'] is None and cfg['listen_port'] == 9842
@@ -29,7 +30,10 @@ def test_defaults_follow_the_board():
     ({'hats': []}, 'config.hats must be a non-empty list'),
     ({'hats': [{'name': 'a b'}]}, 'is not a valid name'),
     ({'hats': [{'name': 'a'}, {'name': 'a', 'port': '/dev/ttyACM1', 'i2c_bus': 2}]}, 'hat names must be distinct'),
-    ({'hats': [{'name': 'a'}, {'name': 'b'}]}, 'two hats share the port'),
+    ({'hats': [{'name': 'a'}, {'name': 'b'}]}, 'two hats share the hat_id'),
+    ({'hats': [{'name': 'a', 'hat_id': 'a'}, {'name': 'b', 'hat_id': 'b'}]}, 'two hats share the port'),
+    (base(hat_id='hat 0'), 'is not a valid name'),
+    (base(ma_per_unit=-1), 'ma_per_unit must be a positive number'),
     (base(fan={'curve': [[30, 2000]]}), 'config.hats[0].fan.curve: a fan curve needs at least two'),
     (base(fan={'curve': [[30, 2000], [20, 3000]]}), 'temperatures must rise'),
     (base(fan={'curve': [[30, 2000], [200, 3000]]}), 'outside the TMP117 range'),
