@@ -25,6 +25,7 @@ import urllib.request
 
 import pytest
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import calibration
 from ansible_collections.minicluster.cm4.plugins.module_utils.telemetry.fanowner import owner_path
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DeviceLock, hat_lock_path
 from hatsim.testing import start as start_hat, stop as stop_hat
@@ -261,6 +262,17 @@ def test_powered_node_and_usb_boot_pin(stack, tmp_path):
     wait_for('node 2 reported off with the pin released',
              lambda: metric(stack.metrics(), 'minicluster_node_usb_boot', hat='alpha', node=2) == 0.0
              and metric(stack.metrics(), 'minicluster_node_power_on', hat='alpha', node=2) == 0.0)
+
+
+def test_stored_calibration_is_used_and_flagged(stack):
+    assert metric(stack.metrics(), 'minicluster_node_current_calibrated', hat='alpha', node=3) == 0.0
+    calibration.save(stack.state_dir, 'alpha', {3: {'ma_per_unit': 2.0, 'baseline_units': 0.5}})
+    wait_for('node 3 calibrated', lambda: metric(stack.metrics(), 'minicluster_node_current_calibrated',
+                                                 hat='alpha', node=3) == 1.0)
+    metrics = stack.metrics()
+    assert metric(metrics, 'minicluster_node_current_calibrated', hat='alpha', node=1) == 0.0
+    assert metric(metrics, 'minicluster_node_current_calibrated', hat='beta', node=3) is None
+    os.unlink(calibration.calibration_path(stack.state_dir, 'alpha'))
 
 
 def test_sensor_that_stops_answering_sends_the_fan_to_full_and_back(stack):
