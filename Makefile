@@ -12,6 +12,8 @@ COLL_LINK := $(COLLECTIONS)/ansible_collections/minicluster/cm4
 # ansible-test resolves its working directory, so it runs in a copy.
 TEST_COPY := $(BUILD)/test/ansible_collections/minicluster/cm4
 APT_PACKAGES := mtools dosfstools fdisk e2fsprogs xz-utils zstd bmap-tools rsync debootstrap systemd-container iproute2 openssh-client libnfs-utils
+# Telemetry tests: a real Prometheus and promtool, InfluxDB 1.x, and a headless browser.
+APT_PACKAGES += prometheus influxdb chromium
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := true
 export ANSIBLE_NOCOLOR := $(if $(CI),1,)
@@ -94,3 +96,8 @@ build: venv
 
 clean:
 	rm -rf $(BUILD) tests/output
+
+# Telemetry: a full reading of the hat from the service against the hat_info module, and how long
+# the service keeps the console locked.
+telemetry-bench: venv apt collection
+	$(BIN)/python tools/telemetry_bench.py

@@ -678,6 +678,7 @@ class Hat(object):
                 self._usb_tree()  # fitting them holds it in reset: it leaves the bus
             if 'empty_slots' in changed:
                 self._set_slots(old_empty, set(self.options.empty_slots))
+            self.emc2301.fan.blocked = self.options.fan_blocked
             self.changed()
         self.publish()
         return changed
@@ -701,6 +702,8 @@ class Hat(object):
 
     # -- I2C ---------------------------------------------------------------------------------------
     def _resolve_host(self, addr):
+        if addr in self.options.silent_addresses:
+            return None
         if addr == INA226_ADDRESS:
             return self.ina226
         if addr == EMC2301_ADDRESS:
