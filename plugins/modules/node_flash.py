@@ -73,12 +73,17 @@ options:
     default: false
   usb_paths:
     description:
-      - Node number to the sysfs name of the node's USB port on the controller (its path through the hat's
-        hub), for example C(1-1.2.3) when the hat's hub is on the Pi 4's USB port 2 and the node on hub port 3.
-      - Entries given replace the defaults one by one. Find the paths with C(lsusb -t) or under
-        C(/sys/bus/usb/devices) while a node is in USB boot.
+      - Node number to the sysfs name of the node's USB port on the controller, for nodes whose port is not
+        where the hat's hub puts it.
+      - Nodes not given here are found, not typed. The hat's USB2517 hub is the one with the RP2040 on its
+        port 1, and node N is on its port N+1 (C(1-1.3.2) for node 1 with the hub on the Pi 4's USB port 3).
+      - Paths must be sysfs USB device names, one per node.
     type: dict
-    default: {'1': 1-1.2.1, '2': 1-1.2.2, '3': 1-1.2.3, '4': 1-1.2.4}
+  usb_hub:
+    description:
+      - Sysfs name of the hat's USB2517 hub (for example C(1-1.3)) when more than one hat is attached. It must
+        be a USB2517 with the RP2040 on its port 1. Without it the hub is searched for under O(root).
+    type: str
   rpiboot:
     description:
       - The rpiboot executable (from Raspberry Pi's usbboot), a name on E(PATH) or a path.
@@ -260,7 +265,7 @@ msg:
   description: One line per failed node saying what failed, where and what to do; a summary otherwise.
   returned: always
   type: str
-  sample: "node2: rpiboot failed at USB path 1-1.2.2 (exit 1: no device): check the node is in USB boot and usb_paths maps node 2 to its hub port"
+  sample: "node2: rpiboot failed at USB path 1-1.3.3 (exit 1: no device): check the node is in USB boot and usb_paths maps node 2 to its hub port"
 image_digest:
   description: Identity of the image as recorded per node (digest of the decompressed content).
   returned: when the image could be read
@@ -365,6 +370,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import usb as usbmod
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import firstboot as fbmod
@@ -413,7 +419,8 @@ def argument_spec():
         bmap=dict(type='path'),
         sha256=dict(type='str'),
         force=dict(type='bool', default=False),
-        usb_paths=dict(type='dict', default=dict((str(k), v) for k, v in DEFAULT_USB_PATHS.items())),
+        usb_paths=dict(type='dict'),
+        usb_hub=dict(type='str'),
         rpiboot=dict(type='str', default='rpiboot'),
         rpiboot_payload=dict(type='str', default='mass-storage-gadget64'),
         rpiboot_timeout=dict(type='float', default=60.0),
@@ -461,13 +468,14 @@ def build(module, nodes, progress):
         if p['write_chunk_size'] < 4096:
             raise ReflashError('write_chunk_size must be at least 4096 bytes (got %d)' % p['write_chunk_size'])
         flash_options['chunk_size'] = p['write_chunk_size']
+    usb_paths = usbmod.resolve_node_paths(nodes, p['root'], node_map(p['usb_paths'], 'usb_paths'), p['usb_hub'])
     firstboot = None
     if p['firstboot'] is not None:
         firstboot = dict((k, v) for k, v in p['firstboot'].items() if v is not None)
     return Reflash(
         nodes, p['image'], hat_factory=lambda: hat_from_module(module, restart_delay=p['restart_delay']),
         records=FlashRecords(p['state_dir']), flash_fn=pipeline.flash, identity_fn=pipeline.image_identity,
-        bmap=p['bmap'], sha256=p['sha256'], force=p['force'], usb_paths=node_map(p['usb_paths'], 'usb_paths'),
+        bmap=p['bmap'], sha256=p['sha256'], force=p['force'], usb_paths=usb_paths,
         rpiboot=p['rpiboot'], rpiboot_payload=p['rpiboot_payload'], rpiboot_timeout=p['rpiboot_timeout'],
         root=p['root'], disk_timeout=p['disk_timeout'], firstboot=firstboot, wait_for=p['wait_for'],
         consoles=node_map(p['consoles'], 'consoles'), boot_timeout=p['boot_timeout'], verify=p['verify'],
@@ -493,7 +501,7 @@ def main():
         finally:
             if progress is not None and job.jobs:
                 progress.finish(not any(j.failed for j in job.jobs.values()))
-    except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError) as exc:
+    except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError, usbmod.UsbError) as exc:
         fail_all(module, nodes, exc, result, progress)
 
     jobs = [job.jobs[n] for n in nodes]
