@@ -191,6 +191,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import emc2301
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 
 
@@ -222,14 +223,12 @@ def check_input(p):
     if p['duty_percent'] is not None:
         if p['mode'] != 'pwm':
             raise ValueError('duty_percent applies to mode=pwm only')
-        if not 0 <= p['duty_percent'] <= 100:
-            raise ValueError('duty_percent %s is outside 0..100' % p['duty_percent'])
+        validate.number('duty_percent', p['duty_percent'], 0, 100, unit='%')
     if p['target_rpm'] is not None:
         if p['mode'] != 'rpm':
             raise ValueError('target_rpm applies to mode=rpm only')
         emc2301.range_for_rpm(p['target_rpm'])
-    if p['min_drive_percent'] is not None and not 0 <= p['min_drive_percent'] <= 100:
-        raise ValueError('min_drive_percent %s is outside 0..100' % p['min_drive_percent'])
+    validate.number('min_drive_percent', p['min_drive_percent'], 0, 100, unit='%')
     return parse_registers(p['registers'])
 
 

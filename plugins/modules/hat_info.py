@@ -121,7 +121,8 @@ fan:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, NODES
-from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import emc2301, ina226, tmp117
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import LockTimeout
@@ -131,13 +132,9 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 
 def addresses(raw):
     """{node: address} from a dict whose keys may arrive as strings."""
     out = dict(tmp117.DEFAULT_ADDRESSES)
-    for key, value in (raw or {}).items():
-        node, addr = int(key), int(value)
-        if node not in NODES:
-            raise ValueError('tmp117_addresses names node %s: nodes are 1 to 4' % key)
-        if not 0x03 <= addr <= 0x77:
-            raise ValueError('tmp117_addresses gives node %d the address 0x%x, outside 0x03..0x77' % (node, addr))
-        out[node] = addr
+    for node, value in validate.node_keyed('tmp117_addresses', raw).items():
+        # The TMP117's ADD0 pin selects one of four addresses, 0x48 to 0x4B.
+        out[node] = validate.number('tmp117_addresses node %d' % node, value, 0x48, 0x4B, integer=True)
     return out
 
 
@@ -165,9 +162,11 @@ def main():
     p = module.params
     warnings = []
     try:
+        check_hat_options(p)
         temp_addr = addresses(p['tmp117_addresses'])
-        if p['ina226_shunt_ohm'] <= 0:
-            raise ValueError('ina226_shunt_ohm must be a positive resistance, not %s' % p['ina226_shunt_ohm'])
+        # The INA226's A0/A1 straps select 0x40 to 0x4F.
+        validate.number('ina226_address', p['ina226_address'], 0x40, 0x4F, integer=True)
+        validate.number('ina226_shunt_ohm', p['ina226_shunt_ohm'], 0, 10, low_open=True, unit='ohm')
         if p['sensors']:
             i2c.parse_bus(p['i2c_bus'])
     except ValueError as exc:

@@ -366,7 +366,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
-from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import firstboot as fbmod
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.disk import DiskError
@@ -387,21 +388,53 @@ FIRSTBOOT_SPEC = dict(
 )
 
 
-def node_map(value, what):
-    """{1: x} from a dict whose keys may be strings ('1', 'node1') or ints."""
-    out = {}
-    for key, item in (value or {}).items():
-        text = str(key)
-        if text.startswith('node'):
-            text = text[4:]
-        try:
-            node = int(text)
-        except ValueError:
-            raise ReflashError('%s key %r is not a node number 1 to 4' % (what, key))
-        if node not in DEFAULT_USB_PATHS:
-            raise ReflashError('%s key %r is not a node number 1 to 4' % (what, key))
-        out[node] = str(item)
-    return out
+MiB = 1024 * 1024
+# Bounds of the numeric options. A timeout past these is a typo, not a plan: the hat and the nodes
+# stay held while it runs.
+LIMITS = dict(rpiboot_timeout=600.0, disk_timeout=600.0, boot_timeout=3600.0)
+CHUNK_ALIGN = 4096
+CHUNK_MAX = 64 * MiB
+
+
+def validate_params(p):
+    """Every option checked before anything is opened; raises validate.InvalidOption.
+
+    Returns (nodes, usb_paths, consoles) with node numbers as integers.
+    """
+    name = 'node' if p['node'] is not None else 'nodes'
+    nodes = validate.node_list(name, [p['node']] if p['node'] is not None else p['nodes'])
+    check_hat_options(p)
+    validate.regular_file('image', p['image'])
+    validate.regular_file('bmap', p['bmap'])
+    if p['sha256'] is not None:
+        validate.matches('sha256', p['sha256'].strip(), r'(?i)(sha256:)?[0-9a-f]{64}', 'a SHA-256 hex digest (64 hex digits)')
+    usb_paths = dict(DEFAULT_USB_PATHS)
+    for node, path in validate.node_keyed('usb_paths', p['usb_paths']).items():
+        validate.text('usb_paths node %d' % node, path, empty=False)
+        usb_paths[node] = path
+    taken = {}
+    for node in nodes:
+        other = taken.setdefault(usb_paths[node], node)
+        if other != node:
+            raise validate.InvalidOption('usb_paths gives nodes %d and %d the same USB path %s: each node has its own '
+                                         'hub port' % (other, node, usb_paths[node]))
+    validate.text('rpiboot', p['rpiboot'], empty=False)
+    validate.text('rpiboot_payload', p['rpiboot_payload'], empty=False)
+    for option, high in LIMITS.items():
+        validate.number(option, p[option], 0, high, low_open=True, unit='seconds')
+    validate.directory('root', p['root'])
+    validate.aligned('write_chunk_size', p['write_chunk_size'], CHUNK_ALIGN, CHUNK_ALIGN, CHUNK_MAX)
+    validate.text('wait_for', p['wait_for'], empty=False)
+    consoles = {}
+    for node, path in validate.node_keyed('consoles', p['consoles']).items():
+        consoles[node] = validate.text('consoles node %d' % node, path, empty=False)
+    validate.file_target('progress_file', p['progress_file'])
+    fb = p['firstboot'] or {}
+    for key in ('hostname', 'user', 'password_hash'):
+        validate.text('firstboot.%s' % key, fb.get(key))
+    for key in fb.get('ssh_authorized_keys') or []:
+        validate.text('firstboot.ssh_authorized_keys entry', key)
+    return nodes, usb_paths, consoles
 
 
 def argument_spec():
@@ -441,25 +474,19 @@ def summary(jobs):
 
 def fail_all(module, nodes, exc, result, progress=None):
     """A problem found before any node was touched: the same line for every node asked for."""
-    lines = ['node%d: %s' % (n, exc) for n in nodes] or [str(exc)]
-    result['nodes'] = [dict(node=n, action='failed', failed=True, changed=False, failed_step='preflight', msg=line)
-                       for n, line in zip(nodes, lines)]
+    result['nodes'] = [dict(node=n, action='failed', failed=True, changed=False, failed_step='preflight',
+                            msg='node%d: %s' % (n, exc)) for n in nodes]
     if progress is not None:
         for n in nodes:
             progress.phase(n, 'failed', error=str(exc))
         progress.finish(False)
-    module.fail_json(msg='\n'.join(lines), **result)
+    module.fail_json(msg='%s: %s' % (', '.join('node%d' % n for n in nodes), exc), **result)
 
 
-def build(module, nodes, progress):
+def build(module, nodes, usb_paths, consoles, progress):
     p = module.params
-    for name in ('rpiboot_timeout', 'disk_timeout', 'boot_timeout', 'stagger', 'restart_delay', 'lock_timeout'):
-        if p[name] < 0:
-            raise ReflashError('%s must not be negative (got %s)' % (name, p[name]))
     flash_options = {}
     if p['write_chunk_size'] is not None:
-        if p['write_chunk_size'] < 4096:
-            raise ReflashError('write_chunk_size must be at least 4096 bytes (got %d)' % p['write_chunk_size'])
         flash_options['chunk_size'] = p['write_chunk_size']
     firstboot = None
     if p['firstboot'] is not None:
@@ -467,10 +494,11 @@ def build(module, nodes, progress):
     return Reflash(
         nodes, p['image'], hat_factory=lambda: hat_from_module(module, restart_delay=p['restart_delay']),
         records=FlashRecords(p['state_dir']), flash_fn=pipeline.flash, identity_fn=pipeline.image_identity,
-        bmap=p['bmap'], sha256=p['sha256'], force=p['force'], usb_paths=node_map(p['usb_paths'], 'usb_paths'),
+        check_fn=pipeline.check_image,
+        bmap=p['bmap'], sha256=p['sha256'], force=p['force'], usb_paths=usb_paths,
         rpiboot=p['rpiboot'], rpiboot_payload=p['rpiboot_payload'], rpiboot_timeout=p['rpiboot_timeout'],
         root=p['root'], disk_timeout=p['disk_timeout'], firstboot=firstboot, wait_for=p['wait_for'],
-        consoles=node_map(p['consoles'], 'consoles'), boot_timeout=p['boot_timeout'], verify=p['verify'],
+        consoles=consoles, boot_timeout=p['boot_timeout'], verify=p['verify'],
         progress=progress, check_mode=module.check_mode, stagger=p['stagger'],
         restart_delay=p['restart_delay'], flash_options=flash_options)
 
@@ -482,12 +510,13 @@ def main():
     progress_path = p['progress_file'] or os.path.join(p['state_dir'], 'flash', 'progress.json')
     result = dict(changed=False, progress_file=progress_path, nodes=[])
     try:
-        nodes = check_nodes([p['node']] if p['node'] is not None else p['nodes'], p['port'])
-    except HatError as exc:
+        nodes, usb_paths, consoles = validate_params(p)
+        nodes = check_nodes(nodes, p['port'])
+    except (validate.InvalidOption, HatError, DiskError) as exc:
         module.fail_json(msg=str(exc), **result)
     progress = None if module.check_mode else ProgressFile(progress_path, nodes)
     try:
-        job = build(module, nodes, progress)
+        job = build(module, nodes, usb_paths, consoles, progress)
         try:
             job.run()
         finally:

@@ -127,7 +127,8 @@ generation:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
-from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.validate import InvalidOption, node_list
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import LockTimeout
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 import ConsoleError
 
@@ -148,14 +149,13 @@ def main():
     port = p['port']
     try:
         # Validated before the port is opened: bad input sends nothing to the hat.
-        nodes = check_nodes([p['node']] if p['node'] is not None else p['nodes'], port)
-        for name in ('stagger', 'restart_delay', 'lock_timeout', 'command_timeout'):
-            if p[name] < 0:
-                raise HatError('%s must not be negative (got %s)' % (name, p[name]))
+        nodes = check_nodes(node_list('node' if p['node'] is not None else 'nodes',
+                                      [p['node']] if p['node'] is not None else p['nodes']), port)
+        check_hat_options(p)
         hat = hat_from_module(module, restart_delay=p['restart_delay'])
         results = hat.ensure(nodes, p['state'], boot_mode=p['boot_mode'], stagger=p['stagger'],
                              check_mode=module.check_mode)
-    except (HatError, ConsoleError, LockTimeout) as exc:
+    except (HatError, ConsoleError, LockTimeout, InvalidOption) as exc:
         module.fail_json(msg=str(exc), port=port)
 
     changed = any(r['changed'] for r in results.values())

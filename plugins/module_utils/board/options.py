@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import DEFAULT_ON_THRESHOLD_MA, DEFAULT_STATE_DIR, Hat
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DEFAULT_LOCK_DIR
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 import DEFAULT_TIMEOUT
@@ -20,6 +21,27 @@ def hat_argument_spec():
         on_threshold_ma=dict(type='float', default=DEFAULT_ON_THRESHOLD_MA),
         ma_per_unit=dict(type='float', default=1.0),
     )
+
+
+# Upper bounds: the console lock is held through a restart delay, so a huge value would hold the hat
+# for every other caller.
+MAX_LOCK_TIMEOUT = 3600.0
+MAX_COMMAND_TIMEOUT = 60.0
+MAX_DELAY = 60.0
+
+
+def check_hat_options(p):
+    """Validate the shared hat options (raises validate.InvalidOption); call before opening the port."""
+    validate.text('port', p['port'], empty=False)
+    validate.number('lock_timeout', p['lock_timeout'], 0, MAX_LOCK_TIMEOUT, unit='seconds')
+    validate.directory('lock_dir', p['lock_dir'])
+    validate.directory('state_dir', p['state_dir'])
+    validate.number('command_timeout', p['command_timeout'], 0, MAX_COMMAND_TIMEOUT, low_open=True, unit='seconds')
+    validate.number('on_threshold_ma', p['on_threshold_ma'], 0, 10000, unit='mA')
+    validate.number('ma_per_unit', p['ma_per_unit'], 0, 1000, low_open=True)
+    for name in ('stagger', 'restart_delay'):
+        if name in p:
+            validate.number(name, p[name], 0, MAX_DELAY, unit='seconds')
 
 
 def hat_from_module(module, **kwargs):

@@ -51,8 +51,8 @@ FAT_MBR_TYPES = (0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e)
 GPT_PROTECTIVE = 0xee
 GPT_FAT_TYPES = (uuid.UUID('EBD0A0A2-B9E5-4433-87C0-68B6B72699C7'),  # Microsoft basic data
                  uuid.UUID('C12A7328-F81F-11D2-BA4B-00A0C93EC93B'))  # EFI system partition
-HOSTNAME_RE = re.compile(r'^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$')
-USER_RE = re.compile(r'^[a-z_][a-z0-9_-]{0,31}$')
+HOSTNAME_RE = re.compile(r'^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z')
+USER_RE = re.compile(r'^[a-z_][a-z0-9_-]{0,31}\Z')
 FIRSTRUN_ARGS = 'systemd.run=/boot/firmware/firstrun.sh systemd.run_success_action=reboot systemd.unit=kernel-command-line.target'
 DEFAULT_GROUPS = ['users', 'adm', 'dialout', 'audio', 'netdev', 'video', 'plugdev', 'cdrom', 'games', 'input',
                   'gpio', 'spi', 'i2c', 'render', 'sudo']

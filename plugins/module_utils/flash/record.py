@@ -14,6 +14,7 @@ Layout under the state directory::
     flash/node<N>.json          the record of node N
     flash/progress.json         progress of the running (or last) flash, unless told otherwise
     flash/node<N>.lock          held while node N is being flashed
+    flash/checked.json          digests of images (and bmaps) read through and found sound
 """
 
 from __future__ import annotations
@@ -65,6 +66,31 @@ class FlashRecords(object):
         record.setdefault('when', time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
         _atomic_write(self.path(node), record)
         return record
+
+    def _checked_path(self):
+        return os.path.join(self.directory, 'checked.json')
+
+    def image_checked(self, key):
+        """Whether an image (and bmap) with these digests was read through and found sound."""
+        try:
+            with open(self._checked_path()) as f:
+                data = json.load(f)
+        except (IOError, OSError, ValueError):
+            return False
+        return isinstance(data, dict) and key in data
+
+    def remember_checked(self, key, keep=16):
+        try:
+            with open(self._checked_path()) as f:
+                data = json.load(f)
+            if not isinstance(data, dict):
+                data = {}
+        except (IOError, OSError, ValueError):
+            data = {}
+        data[key] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+        # The newest few: a controller flashes a handful of images.
+        data = dict(sorted(data.items(), key=lambda kv: kv[1])[-keep:])
+        _atomic_write(self._checked_path(), data)
 
     def forget(self, node):
         try:

@@ -206,7 +206,7 @@ class Reflash(object):
                  rpiboot_timeout=60.0, root='/', disk_timeout=60.0, firstboot=None, wait_for=None, consoles=None,
                  boot_timeout=180.0, verify=True, progress=None, check_mode=False, stagger=1.0, restart_delay=2.0,
                  flash_options=None, console_opener=open_console, lock_timeout=0.0, clock=time.monotonic,
-                 sleep=time.sleep, poll_interval=0.25):
+                 sleep=time.sleep, poll_interval=0.25, check_fn=None):
         self.nodes = sorted(set(nodes))
         self.image = image
         self.bmap = bmap
@@ -233,6 +233,7 @@ class Reflash(object):
         self.records = records
         self.flash_fn = flash_fn
         self.identity_fn = identity_fn
+        self.check_fn = check_fn
         self.flash_options = flash_options or {}
         self.console_opener = console_opener
         self.lock_timeout = lock_timeout
@@ -290,6 +291,8 @@ class Reflash(object):
             raise ReflashError('image %s not found on the controller: check the image path' % self.image)
         if not os.access(self.image, os.R_OK):
             raise ReflashError('image %s is not readable: check its permissions' % self.image)
+        if os.path.getsize(self.image) == 0:
+            raise ReflashError('image %s is empty: give the real image (was a download cut short?)' % self.image)
         if self.bmap and not os.path.isfile(self.bmap):
             raise ReflashError('bmap %s not found on the controller: check the bmap path or leave bmap out' % self.bmap)
         if self.firstboot:
@@ -363,6 +366,8 @@ class Reflash(object):
         """Plan, then (outside check mode) flash what the plan says. Returns the jobs."""
         self.plan()
         todo = self.active()
+        if todo:
+            self._check_image()
         if self.check_mode:
             for job in todo:
                 job.action = 'would flash'
@@ -376,6 +381,23 @@ class Reflash(object):
         finally:
             self._unlock()
         return self.jobs
+
+    def _check_image(self):
+        """Decompress the whole image once and check it against its bmap, before any node is touched.
+
+        Remembered per image and bmap digest, so a rerun with the same files does not pay for it again.
+        """
+        if self.check_fn is None:
+            return
+        key = '%s %s' % (self.identity['image_digest'], self.identity['bmap_digest'])
+        if self.records.image_checked(key):
+            return
+        try:
+            self.check_fn(self.image, self.bmap)
+        except (FlashError, OSError) as exc:
+            raise ReflashError('%s; no node was touched' % exc)
+        if not self.check_mode:
+            self.records.remember_checked(key)
 
     def _preflight_tools(self):
         exe = find_executable(self.rpiboot)
