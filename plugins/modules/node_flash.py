@@ -361,10 +361,14 @@ nodes:
       returned: when one exists
 '''
 
+import json
 import os
+import signal
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import owner as ownermod
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
 from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
@@ -372,7 +376,8 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.flash import first
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.disk import DiskError
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors import FlashError
-from ansible_collections.minicluster.cm4.plugins.module_utils.flash.record import FlashRecords, ProgressFile
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.guardian import Guardian
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.record import FlashRecords, ProgressFile, heartbeat_path
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.reflash import DEFAULT_USB_PATHS, Reflash, ReflashError
 
 FIRSTBOOT_SPEC = dict(
@@ -391,7 +396,7 @@ FIRSTBOOT_SPEC = dict(
 MiB = 1024 * 1024
 # Bounds of the numeric options. A timeout past these is a typo, not a plan: the hat and the nodes
 # stay held while it runs.
-LIMITS = dict(rpiboot_timeout=600.0, disk_timeout=600.0, boot_timeout=3600.0)
+LIMITS = dict(rpiboot_timeout=600.0, disk_timeout=600.0, boot_timeout=3600.0, abort_timeout=600.0)
 CHUNK_ALIGN = 4096
 CHUNK_MAX = 64 * MiB
 
@@ -404,6 +409,13 @@ def validate_params(p):
     name = 'node' if p['node'] is not None else 'nodes'
     nodes = validate.node_list(name, [p['node']] if p['node'] is not None else p['nodes'])
     check_hat_options(p)
+    validate.number('watchdog', p['watchdog'], 0, 86400, unit='seconds')
+    if p['watchdog'] and 0 < p['watchdog'] < 10:
+        raise validate.InvalidOption('watchdog must be 0 (off) or at least 10 seconds, not %s' % p['watchdog'])
+    if p['abort']:
+        return nodes, {}, {}
+    if p['image'] is None:
+        raise validate.InvalidOption('image is required: give the image file to flash (or abort=true to stop a flash)')
     validate.regular_file('image', p['image'])
     validate.regular_file('bmap', p['bmap'])
     if p['sha256'] is not None:
@@ -442,7 +454,7 @@ def argument_spec():
     spec.update(
         node=dict(type='int'),
         nodes=dict(type='list', elements='int'),
-        image=dict(type='path', required=True),
+        image=dict(type='path'),
         bmap=dict(type='path'),
         sha256=dict(type='str'),
         force=dict(type='bool', default=False),
@@ -461,6 +473,9 @@ def argument_spec():
         progress_file=dict(type='path'),
         stagger=dict(type='float', default=1.0),
         restart_delay=dict(type='float', default=2.0),
+        watchdog=dict(type='float', default=0.0),
+        abort=dict(type='bool', default=False),
+        abort_timeout=dict(type='float', default=120.0),
     )
     return spec
 
@@ -503,6 +518,105 @@ def build(module, nodes, usb_paths, consoles, progress):
         restart_delay=p['restart_delay'], flash_options=flash_options)
 
 
+def progress_in_use(path):
+    """The run that is writing this progress file now, or None."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get('finished') or not isinstance(data.get('pid'), int):
+        return None
+    if data['pid'] == os.getpid():
+        return None
+    try:
+        os.kill(data['pid'], 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass
+    return data
+
+
+def abort(module, nodes, result):
+    """Stop the flashes that hold these nodes and wait until they have released them."""
+    p = module.params
+    live, dead = ownermod.holders(p['state_dir'], nodes)
+    dead = dict((n, info) for n, info in dead.items() if info.get('phase') not in ownermod.UNTOUCHED)
+    entries = dict((n, dict(node=n, action='idle', changed=False, failed=False)) for n in nodes)
+    for n, info in live.items():
+        entries[n].update(action='aborted', changed=True, run=info.get('run'), pid=info.get('pid'), phase=info.get('phase'))
+    for n, info in dead.items():
+        entries[n].update(action='released', changed=True, run=info.get('run'), pid=info.get('pid'), phase=info.get('phase'))
+    result['nodes'] = [entries[n] for n in nodes]
+    result['changed'] = bool(live or dead)
+    if module.check_mode or not (live or dead):
+        result['msg'] = ('no flash holds node %s' % ', '.join(str(n) for n in nodes) if not (live or dead)
+                         else 'would stop %s' % '; '.join(ownermod.describe(n, i) for n, i in sorted(live.items())))
+        module.exit_json(**result)
+    for pid in sorted(set(info.get('pid') for info in live.values() if isinstance(info.get('pid'), int))):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        except OSError as exc:
+            module.fail_json(msg='cannot stop the flash with pid %d: %s: run the abort as the user that started it'
+                             % (pid, exc.strerror), **result)
+    deadline = time.monotonic() + p['abort_timeout']
+    while True:
+        still, _dead = ownermod.holders(p['state_dir'], list(live))
+        if not still or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if still:
+        module.fail_json(msg='%s did not stop within %ss: check the process and the nodes by hand'
+                         % ('; '.join(ownermod.describe(n, i) for n, i in sorted(still.items())), p['abort_timeout']),
+                         **result)
+    # The stopped run switched its nodes off itself; make sure, and repair what a dead run left.
+    try:
+        hat = hat_from_module(module, restart_delay=p['restart_delay'])
+        hat.ensure(sorted(set(live) | set(dead)), 'off', boot_mode='normal', stagger=p['stagger'])
+    except Exception as exc:  # pylint: disable=broad-except
+        module.fail_json(msg='the flash stopped, but switching node %s off failed: %s: switch it off with node_power'
+                         % (', '.join(str(n) for n in sorted(set(live) | set(dead))), exc), **result)
+    for n, info in dead.items():
+        ownermod.mark_released(p['state_dir'], n, info.get('run'), 'switched off and USB boot released by an abort')
+    result['msg'] = 'stopped: %s' % ', '.join('node%d (%s)' % (n, entries[n]['action']) for n in nodes
+                                              if entries[n]['action'] != 'idle')
+    module.exit_json(**result)
+
+
+def on_death(module, nodes, run, progress_path):
+    """Run by the guardian when the flash died: its touched nodes go off with USB boot released."""
+    state_dir = module.params['state_dir']
+    touched = []
+    for n in nodes:
+        info = ownermod.read_owner(state_dir, n)
+        if info and info.get('run') == run and info.get('phase') not in ownermod.UNTOUCHED:
+            touched.append(n)
+    note = 'switched off and USB boot released after the flash (pid %d) died' % os.getpid()
+    try:
+        if touched:
+            hat_from_module(module, restart_delay=module.params['restart_delay']).ensure(
+                touched, 'off', boot_mode='normal', stagger=module.params['stagger'])
+    except Exception as exc:  # pylint: disable=broad-except
+        note = 'the flash (pid %d) died and switching its nodes off failed: %s' % (os.getpid(), exc)
+    for n in touched:
+        ownermod.mark_released(state_dir, n, run, note)
+    try:
+        with open(progress_path) as f:
+            data = json.load(f)
+        if data.get('run') == run and not data.get('finished'):
+            data.update(finished=True, ok=False, summary='%s; node %s: %s' % (
+                data.get('summary', ''), ', '.join(str(n) for n in touched) or '-', note))
+            tmp = progress_path + '.guardian'
+            with open(tmp, 'w') as f:
+                json.dump(data, f)
+            os.rename(tmp, progress_path)
+    except (IOError, OSError, ValueError, AttributeError):
+        pass
+
+
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
@@ -514,16 +628,45 @@ def main():
         nodes = check_nodes(nodes, p['port'])
     except (validate.InvalidOption, HatError, DiskError) as exc:
         module.fail_json(msg=str(exc), **result)
-    progress = None if module.check_mode else ProgressFile(progress_path, nodes)
+    if p['abort']:
+        abort(module, nodes, result)
+    progress = None
+    guardian = None
+    run = '%s-%d' % (time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()), os.getpid())
+    if not module.check_mode:
+        other = progress_in_use(progress_path)
+        if other is not None:
+            module.fail_json(msg='progress file %s belongs to run %s (pid %s), which is still flashing (%s): give this '
+                                 'run its own progress_file' % (progress_path, other.get('run'), other.get('pid'),
+                                                                other.get('summary') or 'starting'), **result)
+        progress = ProgressFile(progress_path, nodes, run_id=run)
+        # Before any lock is taken or device opened: the guardian must share none of them.
+        guardian = Guardian(lambda: on_death(module, nodes, run, progress_path)).start()
+    job = None
     try:
         job = build(module, nodes, usb_paths, consoles, progress)
+        job.run_info = {'run': run, 'pid': os.getpid(), 'started': time.time()}
+        if p['watchdog'] and progress is not None:
+            job.watchdog = p['watchdog']
+            job.heartbeat = heartbeat_path(progress_path)
+            # The clock starts now: a poller has watchdog seconds to show up.
+            if not os.path.isdir(os.path.dirname(job.heartbeat)):
+                os.makedirs(os.path.dirname(job.heartbeat), 0o755)
+            with open(job.heartbeat, 'a'):
+                os.utime(job.heartbeat, None)
+        for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT'), (signal.SIGHUP, 'SIGHUP')):
+            signal.signal(signum, lambda s, f, name=name: job.request_stop('%s received' % name))
         try:
             job.run()
         finally:
             if progress is not None and job.jobs:
                 progress.finish(not any(j.failed for j in job.jobs.values()))
-    except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError) as exc:
+    except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError, OSError) as exc:
+        if guardian is not None:
+            guardian.stop()
         fail_all(module, nodes, exc, result, progress)
+    if guardian is not None:
+        guardian.stop()
 
     jobs = [job.jobs[n] for n in nodes]
     for j in jobs:
@@ -545,6 +688,12 @@ def main():
             after=dict(('node%d' % j.node, dict((k, (j.record or {}).get(k)) for k in keys)
                         if j.action != 'would flash' else job.wanted(j.node)) for j in jobs),
         )
+    interrupted = [j for j in jobs if j.interrupted]
+    for j in interrupted:
+        module.warn('node%d: run %s (pid %s) died while flashing it (at %s); %s' % (
+            j.node, j.interrupted.get('run'), j.interrupted.get('pid'),
+            j.interrupted.get('interrupted_phase') or j.interrupted.get('phase'),
+            'this run reflashed it' if j.action == 'flashed' else 'it still needs a flash'))
     failed = [j for j in jobs if j.failed]
     if failed:
         module.fail_json(msg='\n'.join(j.error for j in failed), **result)

@@ -463,9 +463,11 @@ def test_reflash_playbook_shows_progress_and_is_idempotent(hat, images, tmp_path
     args = ['-e', 'image=%s' % image.xz, '-e', 'bmap=%s' % image.bmap, '-e', 'nodes=1,3', '-e', 'reflash_wait_for=login:']
     rc, out = run_playbook(hat, tmp_path, *args)
     assert rc == 0, out
-    progress = [line for line in out.splitlines() if line.strip().startswith('"msg": "node1 ')]
+    # Progress lines from the follow task, never a retry line.
+    progress = [line for line in out.splitlines() if line.startswith('localhost: node1 ')]
     assert len(progress) >= 2, out
     assert all('node3' in line and 'node2' not in line for line in progress), progress
+    assert 'RETRYING' not in out
     assert '"msg": "node1: flashed, ' in out and '"msg": "node3: flashed, ' in out, out
     assert 'changed=1' in out
     assert_flashed(hat, image, [1, 3], untouched=False)
@@ -485,7 +487,13 @@ def test_reflash_playbook_shows_progress_and_is_idempotent(hat, images, tmp_path
 def test_reflash_playbook_fails_with_one_line_per_node(hat, images, tmp_path):
     rc, out = run_playbook(hat, tmp_path, '-e', 'image=%s' % images['corrupt_xz'], '-e', 'nodes=2')
     assert rc == 2, out
-    assert 'node2: reading the image failed' in out
+    assert '"msg": "node2: corrupt xz' in out or '"msg": "node2: ' in out and 'corrupt.img.xz' in out, out
+    assert 'no node was touched' in out
     assert_left_off(hat, 2)
+    # A node that is not on the hat fails the play before anything is touched.
+    before = log_total(hat)
+    rc, out = run_playbook(hat, tmp_path, '-e', 'image=%s' % images['good'].xz, '-e', 'nodes=12')
+    assert rc == 2 and 'nodes must be a node number 1 to 4, not 12' in out, out
+    assert log_total(hat) == before
     rc, out = run_playbook(hat, tmp_path)
     assert rc == 2 and 'no image given: run with -e image=' in out, out

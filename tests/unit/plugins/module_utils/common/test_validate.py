@@ -107,7 +107,7 @@ def test_paths(tmp_path):
         validate.file_target('progress_file', str(tmp_path))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(value=JUNK)
 def test_junk_gives_a_one_line_refusal_or_a_valid_value(value):
     checks = [
