@@ -220,6 +220,11 @@ def check_input(p):
     i2c.parse_bus(p['i2c_bus'])
     if not 0x03 <= p['address'] <= 0x77:
         raise ValueError('address 0x%x is outside the I2C addresses 0x03..0x77' % p['address'])
+    # required_if counts an option given as null as given: check the values.
+    if p['mode'] == 'pwm' and p['duty_percent'] is None:
+        raise ValueError('mode=pwm needs duty_percent (0 to 100)')
+    if p['mode'] == 'rpm' and p['target_rpm'] is None:
+        raise ValueError('mode=rpm needs target_rpm')
     if p['duty_percent'] is not None:
         if p['mode'] != 'pwm':
             raise ValueError('duty_percent applies to mode=pwm only')
@@ -275,7 +280,8 @@ def changes(current, want):
 
 
 def main():
-    module = AnsibleModule(
+    module = validate.ansible_module(
+        AnsibleModule,
         argument_spec=dict(
             i2c_bus=dict(type='raw', default='1'),
             address=dict(type='int', default=emc2301.ADDRESS),

@@ -110,8 +110,8 @@ import json
 import os
 import signal
 
-from ansible.module_utils.basic import AnsibleModule
 
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.record import heartbeat_path
 
@@ -144,11 +144,11 @@ def touch(path):
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(path=dict(type='path', required=True), jid=dict(type='str'),
-                                              interval=dict(type='float', default=3.0),
-                                              timeout=dict(type='float', default=7200.0),
-                                              stop=dict(type='bool', default=False)),
-                           supports_check_mode=True)
+    module = validate.ansible_module(
+        AnsibleModule, argument_spec=dict(
+            path=dict(type='path', required=True), jid=dict(type='str'), interval=dict(type='float', default=3.0),
+            timeout=dict(type='float', default=7200.0), stop=dict(type='bool', default=False)),
+        supports_check_mode=True)
     p = module.params
     try:
         validate.text('path', p['path'], empty=False)

@@ -118,8 +118,8 @@ fan:
   sample: {rpm: 2950, duty_percent: 49.8, mode: pwm}
 '''
 
-from ansible.module_utils.basic import AnsibleModule
 
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, NODES
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
 from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
@@ -158,7 +158,8 @@ def main():
         ina226_shunt_ohm=dict(type='float', default=0.002),
         sensors=dict(type='bool', default=True),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = validate.ansible_module(
+        AnsibleModule, argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     warnings = []
     try:

@@ -148,8 +148,16 @@ options:
         type: str
       password_hash:
         description:
-          - The user's password as a crypt(3) hash (C(mkpasswd -m sha-512), or the C(password_hash) filter),
-            never the clear password. Never shown in output.
+          - The user's password as a crypt(3) hash (C(mkpasswd -m sha-512)), never the clear password. Never shown
+            in output. Mutually exclusive with O(firstboot.password).
+          - The hash is part of the node's record: give the same hash on every run (a stored one, or the
+            C(password_hash) filter with a fixed salt), or every run reflashes the node.
+        type: str
+      password:
+        description:
+          - The user's clear password, for example from a vault. The module hashes it (SHA-512 crypt) with a salt
+            derived from the password, the node number and the user, so the hash is the same on every run and a
+            second run does not reflash. Needs passlib (or Python's crypt) on the controller. Never shown in output.
         type: str
       ssh_authorized_keys:
         description:
@@ -225,11 +233,20 @@ EXAMPLES = r'''
     firstboot:
       hostname: "node{node}"
       user: admin
-      password_hash: "{{ vault_admin_password | password_hash('sha512') }}"
+      # Hashed on the controller with a stable salt: the second run changes nothing.
+      password: "{{ vault_admin_password }}"
       ssh_authorized_keys:
         - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
     wait_for: "login:"
     consoles: {1: /dev/ttyAMA1, 2: /dev/ttyAMA2, 3: /dev/ttyAMA3, 4: /dev/ttyAMA4}
+
+- name: A stored hash works too; with the password_hash filter, fix the salt or every run reflashes
+  minicluster.cm4.node_flash:
+    nodes: [1, 2]
+    image: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.xz
+    firstboot:
+      user: admin
+      password_hash: "{{ vault_admin_password | password_hash('sha512', vault_admin_salt) }}"
 
 - name: Reflash node 3 even though its record matches
   minicluster.cm4.node_flash:
@@ -366,8 +383,8 @@ import os
 import signal
 import time
 
-from ansible.module_utils.basic import AnsibleModule
 
+from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.minicluster.cm4.plugins.module_utils.board import owner as ownermod
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
@@ -385,6 +402,7 @@ FIRSTBOOT_SPEC = dict(
     hostname=dict(type='str'),
     user=dict(type='str'),
     password_hash=dict(type='str', no_log=True),
+    password=dict(type='str', no_log=True),
     ssh_authorized_keys=dict(type='list', elements='str', no_log=False),
     ssh=dict(type='bool', default=True),
     ssh_password_authentication=dict(type='bool'),
@@ -442,7 +460,7 @@ def validate_params(p):
         consoles[node] = validate.text('consoles node %d' % node, path, empty=False)
     validate.file_target('progress_file', p['progress_file'])
     fb = p['firstboot'] or {}
-    for key in ('hostname', 'user', 'password_hash'):
+    for key in ('hostname', 'user', 'password_hash', 'password'):
         validate.text('firstboot.%s' % key, fb.get(key))
     for key in fb.get('ssh_authorized_keys') or []:
         validate.text('firstboot.ssh_authorized_keys entry', key)
@@ -491,7 +509,8 @@ def fail_all(module, nodes, exc, result, progress=None):
     """A problem found before any node was touched: the same line for every node asked for."""
     result['nodes'] = [dict(node=n, action='failed', failed=True, changed=False, failed_step='preflight',
                             msg='node%d: %s' % (n, exc)) for n in nodes]
-    if progress is not None:
+    # A refusal before the first write leaves no progress file behind; a poller gets the task's result.
+    if progress is not None and progress.written:
         for n in nodes:
             progress.phase(n, 'failed', error=str(exc))
         progress.finish(False)
@@ -618,8 +637,9 @@ def on_death(module, nodes, run, progress_path):
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
-                           mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
+    module = validate.ansible_module(
+        AnsibleModule, argument_spec=argument_spec(), supports_check_mode=True,
+        mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
     p = module.params
     progress_path = p['progress_file'] or os.path.join(p['state_dir'], 'flash', 'progress.json')
     result = dict(changed=False, progress_file=progress_path, nodes=[])
@@ -631,7 +651,6 @@ def main():
     if p['abort']:
         abort(module, nodes, result)
     progress = None
-    guardian = None
     run = '%s-%d' % (time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()), os.getpid())
     if not module.check_mode:
         other = progress_in_use(progress_path)
@@ -640,33 +659,39 @@ def main():
                                  'run its own progress_file' % (progress_path, other.get('run'), other.get('pid'),
                                                                 other.get('summary') or 'starting'), **result)
         progress = ProgressFile(progress_path, nodes, run_id=run)
-        # Before any lock is taken or device opened: the guardian must share none of them.
-        guardian = Guardian(lambda: on_death(module, nodes, run, progress_path)).start()
     job = None
+    guardian = []
     try:
         job = build(module, nodes, usb_paths, consoles, progress)
         job.run_info = {'run': run, 'pid': os.getpid(), 'started': time.time()}
         if p['watchdog'] and progress is not None:
             job.watchdog = p['watchdog']
             job.heartbeat = heartbeat_path(progress_path)
-            # The clock starts now: a poller has watchdog seconds to show up.
-            if not os.path.isdir(os.path.dirname(job.heartbeat)):
-                os.makedirs(os.path.dirname(job.heartbeat), 0o755)
-            with open(job.heartbeat, 'a'):
-                os.utime(job.heartbeat, None)
-        for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT'), (signal.SIGHUP, 'SIGHUP')):
-            signal.signal(signum, lambda s, f, name=name: job.request_stop('%s received' % name))
+
+        def before_touch():
+            # Everything is checked and there is work to do. The guardian is forked before any lock
+            # is taken or device opened, so that it shares none of them.
+            guardian.append(Guardian(lambda: on_death(module, nodes, run, progress_path)).start())
+            for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT'), (signal.SIGHUP, 'SIGHUP')):
+                signal.signal(signum, lambda s, f, name=name: job.request_stop('%s received' % name))
+            if job.heartbeat:
+                # The clock starts now: a poller has watchdog seconds to show up.
+                if not os.path.isdir(os.path.dirname(job.heartbeat)):
+                    os.makedirs(os.path.dirname(job.heartbeat), 0o755)
+                with open(job.heartbeat, 'a'):
+                    os.utime(job.heartbeat, None)
+        job.before_touch = before_touch
         try:
             job.run()
         finally:
             if progress is not None and job.jobs:
                 progress.finish(not any(j.failed for j in job.jobs.values()))
     except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError, OSError) as exc:
-        if guardian is not None:
-            guardian.stop()
+        for g in guardian:
+            g.stop()
         fail_all(module, nodes, exc, result, progress)
-    if guardian is not None:
-        guardian.stop()
+    for g in guardian:
+        g.stop()
 
     jobs = [job.jobs[n] for n in nodes]
     for j in jobs:

@@ -325,8 +325,9 @@ def main():
         self_powered=dict(type='bool'),
     )
     argument_spec.update(FIELD_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=[('src', name) for name in list(FIELD_SPEC) + ['self_powered']])
+    module = validate.ansible_module(
+        AnsibleModule, argument_spec=argument_spec, supports_check_mode=True,
+        mutually_exclusive=[('src', name) for name in list(FIELD_SPEC) + ['self_powered']])
     p = module.params
 
     # Everything is checked before the bus is opened: bad input writes nothing.

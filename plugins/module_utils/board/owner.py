@@ -73,6 +73,14 @@ def _try_lock(fd, mode):
         raise
 
 
+def was_touched(info):
+    """Whether the run an owner file belongs to had started switching or writing its node."""
+    phase = (info or {}).get('phase')
+    if phase == 'released':
+        phase = info.get('interrupted_phase')
+    return phase not in UNTOUCHED
+
+
 def describe(node, info):
     """'node 3 is being flashed by run R (pid P, since T, phase writing, progress in F)'."""
     info = info or {}
@@ -140,7 +148,7 @@ class Guard(object):
             if _try_lock(fd, fcntl.LOCK_SH):
                 self._fds.append(fd)
                 info = read_owner(self.state_dir, node)
-                if info and info.get('phase') not in UNTOUCHED:
+                if info and was_touched(info):
                     self.dead[node] = info
             else:
                 os.close(fd)

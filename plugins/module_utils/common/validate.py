@@ -12,10 +12,12 @@ all in one place and turns the first failure into fail_json, so a refused input 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import stat
+import sys
 
 NODES = (1, 2, 3, 4)
 # C0 and C1 controls and DEL: never meaningful in a name, a path or a value written to a file.
@@ -142,9 +144,9 @@ def node_number(name, value):
 
 
 def node_list(name, values):
-    """Sorted, de-duplicated node numbers; refuses an empty list."""
+    """Sorted, de-duplicated node numbers; refuses an empty list (None included)."""
     if values is None:
-        return None
+        values = []
     if not isinstance(values, (list, tuple)):
         values = [values]
     if not values:
@@ -225,3 +227,24 @@ def file_target(name, path):
         raise InvalidOption('%s %s is a directory: give a file name' % (name, path))
     directory('directory of %s' % name, os.path.dirname(os.path.abspath(path)))
     return path
+
+
+def ansible_module(module_class, **kwargs):
+    """module_class(**kwargs) (AnsibleModule), except that an integer option given as infinity fails in one line.
+
+    ansible-core's int conversion lets the OverflowError of int(float('inf')) escape as a traceback.
+    """
+    from ansible.module_utils import basic
+
+    try:
+        return module_class(**kwargs)
+    except OverflowError:
+        try:
+            given = basic._load_params()  # pylint: disable=protected-access
+        except (SystemExit, Exception):  # pylint: disable=broad-except
+            given = {}
+        names = sorted(k for k, v in given.items() if str(v).strip().lower().lstrip('+-') in ('inf', 'infinity'))
+        msg = ('%s must be a whole number, not infinity' % ', '.join(names) if names
+               else 'an integer option was given infinity: give a whole number')
+        print('\n%s' % json.dumps({'failed': True, 'msg': msg}))
+        sys.exit(1)

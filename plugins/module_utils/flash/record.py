@@ -135,6 +135,7 @@ class ProgressFile(object):
         self.clock = clock
         self.min_interval = min_interval
         self._last = 0.0
+        self.written = False
         self._write_started = {}
         now = clock()
         self.data = {'run': run_id or '%d-%d' % (int(now), os.getpid()), 'pid': os.getpid(), 'started': now,
@@ -199,6 +200,7 @@ class ProgressFile(object):
         if not force and now - self._last < self.min_interval:
             return
         self._last = now
+        self.written = True
         self.data['updated'] = now
         self.data['summary'] = self.summary()
         try:

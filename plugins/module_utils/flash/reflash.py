@@ -211,7 +211,7 @@ class Reflash(object):
                  boot_timeout=180.0, verify=True, progress=None, check_mode=False, stagger=1.0, restart_delay=2.0,
                  flash_options=None, console_opener=open_console, lock_timeout=0.0, clock=time.monotonic,
                  sleep=time.sleep, poll_interval=0.25, check_fn=None, state_dir=None, run_info=None,
-                 watchdog=0.0, heartbeat=None):
+                 watchdog=0.0, heartbeat=None, before_touch=None):
         self.nodes = sorted(set(nodes))
         self.image = image
         self.bmap = bmap
@@ -254,6 +254,8 @@ class Reflash(object):
         self.watchdog = watchdog
         self.heartbeat = heartbeat
         self.stop_reason = None
+        # Called once everything is checked, right before the first node is claimed.
+        self.before_touch = before_touch
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -379,6 +381,13 @@ class Reflash(object):
         settings = dict(self.firstboot)
         if settings.get('hostname'):
             settings['hostname'] = settings['hostname'].replace('{node}', str(node))
+        password = settings.pop('password', None)
+        if password is not None:
+            if settings.get('password_hash'):
+                raise ReflashError('firstboot: give password or password_hash, not both')
+            if not settings.get('user'):
+                raise ReflashError('firstboot.password needs user: name the user it belongs to')
+            settings['password_hash'] = fbmod.hash_password(password, node, settings['user'])
         return settings
 
     def plan(self):
@@ -416,6 +425,8 @@ class Reflash(object):
         if not todo:
             return self.jobs
         self._preflight_tools()
+        if self.before_touch is not None:
+            self.before_touch()
         try:
             self._claim(todo)
             try:
