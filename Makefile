@@ -11,14 +11,16 @@ COLLECTIONS := $(abspath $(BUILD)/collections)
 COLL_LINK := $(COLLECTIONS)/ansible_collections/minicluster/cm4
 # ansible-test resolves its working directory, so it runs in a copy.
 TEST_COPY := $(BUILD)/test/ansible_collections/minicluster/cm4
-APT_PACKAGES := mtools dosfstools fdisk e2fsprogs xz-utils zstd bmap-tools rsync
+APT_PACKAGES := mtools dosfstools fdisk e2fsprogs xz-utils zstd bmap-tools rsync debootstrap systemd-container iproute2 openssh-client libnfs-utils
+# Telemetry tests: a real Prometheus and promtool, InfluxDB 1.x, and a headless browser.
+APT_PACKAGES += prometheus influxdb chromium
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := true
 export ANSIBLE_NOCOLOR := $(if $(CI),1,)
 export PYTHONPATH := $(abspath tests):$(COLLECTIONS)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: test-copy all demo test sanity units pytest molecule bench lint build clean apt venv collection
+.PHONY: test-copy all demo demo-fleet test sanity units pytest molecule bench lint build clean apt venv collection
 
 all: test
 
@@ -82,6 +84,10 @@ test: sanity units pytest molecule lint
 demo: venv apt collection
 	$(BIN)/python tools/demo.py
 
+# Four test nodes (systemd-nspawn, root only) on the simulated hat, taken to a storage pool by site.yml.
+demo-fleet: venv apt collection
+	$(BIN)/python tools/demo_fleet.py
+
 bench: venv apt collection
 	$(BIN)/python tools/flash_bench.py
 
@@ -90,3 +96,8 @@ build: venv
 
 clean:
 	rm -rf $(BUILD) tests/output
+
+# Telemetry: a full reading of the hat from the service against the hat_info module, and how long
+# the service keeps the console locked.
+telemetry-bench: venv apt collection
+	$(BIN)/python tools/telemetry_bench.py

@@ -73,12 +73,17 @@ options:
     default: false
   usb_paths:
     description:
-      - Node number to the sysfs name of the node's USB port on the controller (its path through the hat's
-        hub), for example C(1-1.2.3) when the hat's hub is on the Pi 4's USB port 2 and the node on hub port 3.
-      - Entries given replace the defaults one by one. Find the paths with C(lsusb -t) or under
-        C(/sys/bus/usb/devices) while a node is in USB boot.
+      - Node number to the sysfs name of the node's USB port on the controller, for nodes whose port is not
+        where the hat's hub puts it.
+      - Nodes not given here are found, not typed. The hat's USB2517 hub is the one with the RP2040 on its
+        port 1, and node N is on its port N+1 (C(1-1.3.2) for node 1 with the hub on the Pi 4's USB port 3).
+      - Paths must be sysfs USB device names, one per node.
     type: dict
-    default: {'1': 1-1.2.1, '2': 1-1.2.2, '3': 1-1.2.3, '4': 1-1.2.4}
+  usb_hub:
+    description:
+      - Sysfs name of the hat's USB2517 hub (for example C(1-1.3)) when more than one hat is attached. It must
+        be a USB2517 with the RP2040 on its port 1. Without it the hub is searched for under O(root).
+    type: str
   rpiboot:
     description:
       - The rpiboot executable (from Raspberry Pi's usbboot), a name on E(PATH) or a path.
@@ -277,7 +282,7 @@ msg:
   description: One line per failed node saying what failed, where and what to do; a summary otherwise.
   returned: always
   type: str
-  sample: "node2: rpiboot failed at USB path 1-1.2.2 (exit 1: no device): check the node is in USB boot and usb_paths maps node 2 to its hub port"
+  sample: "node2: rpiboot failed at USB path 1-1.3.3 (exit 1: no device): check the node is in USB boot and usb_paths maps node 2 to its hub port"
 image_digest:
   description: Identity of the image as recorded per node (digest of the decompressed content).
   returned: when the image could be read
@@ -385,7 +390,9 @@ import time
 
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.minicluster.cm4.plugins.module_utils.board import owner as ownermod
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import usb as usbmod
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
 from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
@@ -395,7 +402,7 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.flash.disk import 
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors import FlashError
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.guardian import Guardian
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.record import FlashRecords, ProgressFile, heartbeat_path
-from ansible_collections.minicluster.cm4.plugins.module_utils.flash.reflash import DEFAULT_USB_PATHS, Reflash, ReflashError
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.reflash import Reflash, ReflashError
 
 FIRSTBOOT_SPEC = dict(
     style=dict(type='str', default='auto', choices=['auto', 'bookworm', 'cloud-init']),
@@ -438,16 +445,11 @@ def validate_params(p):
     validate.regular_file('bmap', p['bmap'])
     if p['sha256'] is not None:
         validate.matches('sha256', p['sha256'].strip(), r'(?i)(sha256:)?[0-9a-f]{64}', 'a SHA-256 hex digest (64 hex digits)')
-    usb_paths = dict(DEFAULT_USB_PATHS)
+    # Given paths only; the others come from the hat's hub (board/usb.py checks form and duplicates).
+    usb_paths = {}
     for node, path in validate.node_keyed('usb_paths', p['usb_paths']).items():
-        validate.text('usb_paths node %d' % node, path, empty=False)
-        usb_paths[node] = path
-    taken = {}
-    for node in nodes:
-        other = taken.setdefault(usb_paths[node], node)
-        if other != node:
-            raise validate.InvalidOption('usb_paths gives nodes %d and %d the same USB path %s: each node has its own '
-                                         'hub port' % (other, node, usb_paths[node]))
+        usb_paths[node] = validate.text('usb_paths node %d' % node, path, empty=False)
+    validate.text('usb_hub', p['usb_hub'])
     validate.text('rpiboot', p['rpiboot'], empty=False)
     validate.text('rpiboot_payload', p['rpiboot_payload'], empty=False)
     for option, high in LIMITS.items():
@@ -476,7 +478,8 @@ def argument_spec():
         bmap=dict(type='path'),
         sha256=dict(type='str'),
         force=dict(type='bool', default=False),
-        usb_paths=dict(type='dict', default=dict((str(k), v) for k, v in DEFAULT_USB_PATHS.items())),
+        usb_paths=dict(type='dict'),
+        usb_hub=dict(type='str'),
         rpiboot=dict(type='str', default='rpiboot'),
         rpiboot_payload=dict(type='str', default='mass-storage-gadget64'),
         rpiboot_timeout=dict(type='float', default=60.0),
@@ -522,6 +525,7 @@ def build(module, nodes, usb_paths, consoles, progress):
     flash_options = {}
     if p['write_chunk_size'] is not None:
         flash_options['chunk_size'] = p['write_chunk_size']
+    usb_paths = usbmod.resolve_node_paths(nodes, p['root'], usb_paths, p['usb_hub'])
     firstboot = None
     if p['firstboot'] is not None:
         firstboot = dict((k, v) for k, v in p['firstboot'].items() if v is not None)
@@ -686,7 +690,7 @@ def main():
         finally:
             if progress is not None and job.jobs:
                 progress.finish(not any(j.failed for j in job.jobs.values()))
-    except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError, OSError) as exc:
+    except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError, usbmod.UsbError, OSError) as exc:
         for g in guardian:
             g.stop()
         fail_all(module, nodes, exc, result, progress)

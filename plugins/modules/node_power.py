@@ -14,7 +14,10 @@ description:
     through the hat's RP2040.
   - Knows whether a node is on from the current it draws, and remembers on the controller the USB-boot
     pin, which the firmware cannot report. Sends nothing when a node already is as asked.
-  - Every exchange with the RP2040 holds a lock shared by all processes on the controller.
+  - Every exchange with the RP2040 holds a lock shared by all processes on the controller that
+    reach the same hat, by its USB console or by the Pi's UART5.
+  - A node counts as on when it draws O(on_threshold_ma) more than its own off baseline, since an
+    off node keeps drawing a little (its card's converters and NVMe drive stay powered).
 author:
   - minicluster.cm4 developers (@minicluster)
 extends_documentation_fragment:
@@ -88,6 +91,12 @@ EXAMPLES = r'''
     state: reset
     port: /dev/cm4hat
 
+- name: Power node 1 on through the Pi's UART5 (the hub not configured yet)
+  minicluster.cm4.node_power:
+    node: 1
+    state: "on"
+    port: /dev/cm4hat-uart
+
 - name: Power a node off from a play about the nodes
   minicluster.cm4.node_power:
     node: "{{ cm4_slot }}"
@@ -118,11 +127,20 @@ nodes:
       description: Current the node draws, read back after any change.
       type: float
       sample: 512.4
+    baseline_ma:
+      description: The node's off current that O(on_threshold_ma) is counted from.
+      type: float
+      sample: 12.1
     actions:
       description: Pin actions taken (or that would be taken), in order.
       type: list
       elements: str
       sample: [usb, "on"]
+console:
+  description: The port that answered and its path, V(usb) or V(uart) (the fallback O(uart_port)).
+  returned: success
+  type: dict
+  sample: {port: /dev/cm4hat-uart, path: uart}
 generation:
   description: Counter of changes the controller has made to this hat's pins, for ordering concurrent runs.
   returned: when something changed
@@ -182,10 +200,11 @@ def main():
         r = results[node]
         after = r['after']
         nodes_out.append(dict(node=node, power=after['power'], boot_mode=after['boot_mode'],
-                              current_ma=after['current_ma'], actions=r['actions']))
-        if not module.check_mode and after['power'] == 'on' and after['current_ma'] < p['on_threshold_ma']:
-            warnings.append('node %d was switched on but draws only %.1f mA (threshold %.1f): is a card in slot %d?'
-                            % (node, after['current_ma'], p['on_threshold_ma'], node))
+                              current_ma=after['current_ma'], baseline_ma=after['baseline_ma'], actions=r['actions']))
+        if not module.check_mode and after['power'] == 'on' and after['current_ma'] - after['baseline_ma'] < p['on_threshold_ma']:
+            warnings.append('node %d was switched on but draws only %.1f mA, %.1f above its off baseline (threshold %.1f): '
+                            'is a card in slot %d?' % (node, after['current_ma'], after['current_ma'] - after['baseline_ma'],
+                                                       p['on_threshold_ma'], node))
     for w in warnings:
         module.warn(w)
     diff = dict(
@@ -194,7 +213,7 @@ def main():
         after=dict(('node%d' % n, dict(power=results[n]['after']['power'], boot_mode=results[n]['after']['boot_mode']))
                    for n in nodes),
     )
-    result = dict(changed=changed, nodes=nodes_out, diff=diff)
+    result = dict(changed=changed, nodes=nodes_out, diff=diff, console=dict(port=hat.used_port, path=hat.path_name))
     generations = [r['generation'] for r in results.values() if 'generation' in r]
     if generations:
         result['generation'] = max(generations)

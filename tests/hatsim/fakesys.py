@@ -5,9 +5,13 @@
 
 USB devices hang below the VL805 PCIe controller, one directory per hop of the port path:
 
-  sys/devices/platform/scb/fd500000.pcie/pci0000:00/0000:00:00.0/0000:01:00.0/usb1/1-1/1-1.2/1-1.2.1
-      1-1.2.1:1.0/host<H>/target<H>:0:0/<H>:0:0:0/{model,vendor,rev,type,state}
-      1-1.2.1:1.0/host<H>/target<H>:0:0/<H>:0:0:0/block/sd<X>/{size,ro,removable,dev,uevent,device}
+  sys/devices/platform/scb/fd500000.pcie/pci0000:00/0000:00:00.0/0000:01:00.0/usb1   root hub
+      1-1                  the VL805's own hub (2109:3431); the Pi 4's four ports are 1-1.1 .. 1-1.4
+      1-1.3                the hat's USB2517 (0424:2517, maxchild 7, 1-1.3:1.0/1-1.3-port1..7)
+      1-1.3/1-1.3.1        the RP2040 (2e8a:000a, 1-1.3.1:1.0/tty/ttyACM0; 2e8a:0003 in BOOTSEL)
+      1-1.3/1-1.3.2 .. 5   nodes 1..4 while in USB boot
+      1-1.3.2:1.0/host<H>/target<H>:0:0/<H>:0:0:0/{model,vendor,rev,type,state}
+      1-1.3.2:1.0/host<H>/target<H>:0:0/<H>:0:0:0/block/sd<X>/{size,ro,removable,dev,uevent,device}
   sys/bus/usb/devices/<usb path>  -> the device directory
   sys/block/sd<X>                 -> the block directory
   dev/sd<X>                       -> the backing file (a regular file)
@@ -38,7 +42,7 @@ def disk_letters(index):
 
 
 def split_usb_path(path):
-    """'1-1.2.1' -> (1, [1, 2, 1])."""
+    """'1-1.3.2' -> (1, [1, 3, 2])."""
     bus, dummy, ports = path.partition('-')
     return int(bus), [int(p) for p in ports.split('.')]
 
@@ -96,7 +100,8 @@ class FakeSys(object):
         _relink(link, os.path.relpath(device_dir, os.path.dirname(link)))
 
     def add_hubs(self, usb_paths):
-        """The root hub and every hub above the given device paths (they never go away)."""
+        """The root hub and every hop above the given device paths that is not there yet: the Pi 4's
+        VL805 root port hub at 1-1, a generic hub elsewhere (the hat's hub is added by add_hub)."""
         for usb_path in usb_paths:
             bus, ports = split_usb_path(usb_path)
             root = os.path.join(self.sys, PCIE, 'usb%d' % bus)
@@ -110,9 +115,58 @@ class FakeSys(object):
                 hub_dir = self.usb_dir(hub)
                 if not os.path.isdir(hub_dir):
                     os.makedirs(hub_dir)
-                    self._attributes(hub_dir, '0424' if i > 1 else '2109', '2517' if i > 1 else '3431',
-                                     'USB 2.0 Hub', None, None, str(bus), '.'.join(str(p) for p in ports[:i]))
+                    vid, pid, product = ('2109', '3431', 'USB2.0 Hub') if i == 1 else ('05e3', '0608', 'USB2.0 Hub')
+                    self._attributes(hub_dir, vid, pid, product, None, None, str(bus), '.'.join(str(p) for p in ports[:i]))
+                    _write(os.path.join(hub_dir, 'bDeviceClass'), '09\n')
                     self._bus_link(hub, hub_dir)
+
+    def add_hub(self, hub_path, vid='0424', pid='2517', did='0000', strings=None, ports=7):
+        """The hat's USB2517 at hub_path, as the kernel shows a hub: device class 09, maxchild, one
+        interface with a port directory per downstream port. Replaces what was there."""
+        self.remove_hub(hub_path)
+        strings = strings or {}
+        device_dir = self.add_usb_device(hub_path, vid, pid, strings.get('product') or '', strings.get('manufacturer'),
+                                         strings.get('serial'))
+        if not strings.get('product'):
+            os.unlink(os.path.join(device_dir, 'product'))  # no string descriptor: no attribute
+        _write(os.path.join(device_dir, 'bDeviceClass'), '09\n')
+        _write(os.path.join(device_dir, 'bcdDevice'), did + '\n')
+        _write(os.path.join(device_dir, 'maxchild'), '%d\n' % ports)
+        interface = os.path.join(device_dir, '%s:1.0' % hub_path)
+        for port in range(1, ports + 1):
+            os.makedirs(os.path.join(interface, '%s-port%d' % (hub_path, port)))
+        _write(os.path.join(interface, 'bInterfaceClass'), '09\n')
+        self._bus_link(hub_path + ':1.0', interface)
+        return device_dir
+
+    def remove_hub(self, hub_path):
+        """The hub leaves the bus with everything behind it."""
+        prefix = hub_path + '.'
+        for path in sorted((p for p in self.usb_devices if p.startswith(prefix)), key=len, reverse=True):
+            self.remove_usb_device(path)
+        link = os.path.join(self.sys, 'bus', 'usb', 'devices', hub_path + ':1.0')
+        if os.path.lexists(link):
+            os.unlink(link)
+        self.remove_usb_device(hub_path)
+
+    def add_rp2040(self, usb_path, bootsel=False, tty=None, serial='E6614C311B4A8A2C'):
+        """The RP2040 on the hub's port 1: its CDC console (2e8a:000a, interface 0 with tty/<tty>) or,
+        in BOOTSEL, its boot ROM (2e8a:0003, a mass-storage and a vendor interface)."""
+        if bootsel:
+            device_dir = self.add_usb_device(usb_path, '2e8a', '0003', 'RP2 Boot', 'Raspberry Pi', serial)
+            for number, cls in ((0, '08'), (1, 'ff')):
+                interface = os.path.join(device_dir, '%s:1.%d' % (usb_path, number))
+                os.makedirs(interface)
+                _write(os.path.join(interface, 'bInterfaceClass'), cls + '\n')
+            return device_dir
+        device_dir = self.add_usb_device(usb_path, '2e8a', '000a', 'Pico', 'Raspberry Pi', serial)
+        for number, cls in ((0, '02'), (1, '0a'), (2, 'ff')):
+            interface = os.path.join(device_dir, '%s:1.%d' % (usb_path, number))
+            os.makedirs(interface)
+            _write(os.path.join(interface, 'bInterfaceClass'), cls + '\n')
+        if tty:
+            os.makedirs(os.path.join(device_dir, '%s:1.0' % usb_path, 'tty', tty))
+        return device_dir
 
     @staticmethod
     def _attributes(directory, vid, pid, product, manufacturer, serial, busnum, devpath):
@@ -152,6 +206,15 @@ class FakeSys(object):
             doomed = _staging(device_dir)
             os.rename(device_dir, doomed)
             shutil.rmtree(doomed)
+
+    def link_dev(self, name, target):
+        """dev/<name> -> target (a tty the simulator serves, e.g. ttyACM0 -> the RP2040 pty)."""
+        _relink(os.path.join(self.dev, name), os.path.relpath(target, self.dev))
+
+    def unlink_dev(self, name):
+        link = os.path.join(self.dev, name)
+        if os.path.lexists(link):
+            os.unlink(link)
 
     # -- block devices -------------------------------------------------------------------------
     def _free_name(self, prefix='sd'):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import re
 
-DEFAULT_USB_PATHS = ('1-1.2.1', '1-1.2.2', '1-1.2.3', '1-1.2.4')
+# The hat's hub on the Pi 4's USB port 3: the RP2040 is 1-1.3.1, nodes 1..4 are 1-1.3.2 .. 1-1.3.5.
+DEFAULT_HUB_PATH = '1-1.3'
 NODES = (1, 2, 3, 4)
 USB_PATH_RE = re.compile(r'^[1-9][0-9]*-[1-9][0-9]*(\.[1-9][0-9]*)*$')
 SIZE_RE = re.compile(r'^([0-9]+)([KMGT]?)(i?B)?$', re.IGNORECASE)
@@ -26,14 +27,13 @@ def parse_size(text):
     return size
 
 
-def parse_usb_paths(text):
-    paths = [p.strip() for p in str(text).split(',')] if not isinstance(text, (list, tuple)) else list(text)
-    if len(paths) != 4 or len(set(paths)) != 4:
-        raise ValueError('give four distinct USB paths, one per node: %r' % (text,))
-    for p in paths:
-        if not USB_PATH_RE.match(p):
-            raise ValueError('not a USB port path like 1-1.2.1: %r' % (p,))
-    return tuple(paths)
+def parse_hub_path(text):
+    text = str(text).strip()
+    if not USB_PATH_RE.match(text):
+        raise ValueError('not a USB port path like 1-1.3: %r' % (text,))
+    if len(text.split('.')) > 6:
+        raise ValueError('the hub at %r leaves no tier for its devices' % (text,))
+    return text
 
 
 def parse_slots(text):
@@ -48,6 +48,25 @@ def parse_slots(text):
     return tuple(slots)
 
 
+def parse_gains(text):
+    """Each node's IMON gain, mA of 12 V input per IMON millivolt: '1.0,1.9,2.1,1.0' or a list."""
+    items = list(text) if isinstance(text, (list, tuple)) else str(text).split(',')
+    try:
+        gains = tuple(float(g) for g in items)
+    except (TypeError, ValueError):
+        raise ValueError('IMON gains are four numbers, one per node: %r' % (text,))
+    if len(gains) != 4 or not all(0 < g < 100 for g in gains):
+        raise ValueError('IMON gains are four positive numbers below 100, one per node: %r' % (text,))
+    return gains
+
+
+def parse_addresses(items):
+    if not isinstance(items, (list, tuple)) or any(isinstance(a, bool) or not isinstance(a, int) or not 0 <= a <= 0x7F
+                                                   for a in items):
+        raise ValueError('silent_addresses must be a list of I2C addresses 0..0x7f, not %r' % (items,))
+    return tuple(sorted(set(items)))
+
+
 class Options(object):
     """Every tunable of the simulated hat, with the defaults the contract documents."""
 
@@ -57,16 +76,21 @@ class Options(object):
         'emmc_size': (256 * 1024 * 1024, parse_size, False),
         'disk_delay': (1.0, float, True),
         'rpiboot_timeout': (3.0, float, True),
-        'usb_paths': (DEFAULT_USB_PATHS, parse_usb_paths, False),
+        'hub_path': (DEFAULT_HUB_PATH, parse_hub_path, False),
         'eeprom_image': (None, str, False),
         'write_cycle_ms': (5.0, float, True),
         'boot_delay': (0.5, float, True),
         'empty_slots': ((), parse_slots, True),
         'line_ending': ('crlf', str, True),
-        'shunt_ohms': (0.002, float, True),
+        'shunt_ohms': (0.1, float, True),
         'ambient_c': (22.0, float, True),
         'strict_hub': (False, bool, True),
         'hostnames': ({}, dict, True),
+        'imon_gains': ((1.0, 1.0, 1.0, 1.0), parse_gains, True),
+        # Faults, set at run time only: I2C addresses of the host bus that stop answering, and a
+        # fan whose rotor is blocked (the EMC2301 sees no tach pulses and reports a stall).
+        'silent_addresses': ((), parse_addresses, True),
+        'fan_blocked': (False, bool, True),
     }
 
     def __init__(self, **values):
@@ -123,10 +147,11 @@ class Options(object):
             argv.append('--strict-hub')
         simple = {
             'emmc_size': str(self.emmc_size), 'disk_delay': repr(self.disk_delay),
-            'rpiboot_timeout': repr(self.rpiboot_timeout), 'usb_paths': ','.join(self.usb_paths),
+            'rpiboot_timeout': repr(self.rpiboot_timeout), 'hub_path': self.hub_path,
             'write_cycle_ms': repr(self.write_cycle_ms), 'boot_delay': repr(self.boot_delay),
             'empty_slots': ','.join(str(s) for s in self.empty_slots), 'line_ending': self.line_ending,
             'shunt_ohms': repr(self.shunt_ohms), 'ambient_c': repr(self.ambient_c),
+            'imon_gains': ','.join(repr(g) for g in self.imon_gains),
         }
         for name, text in simple.items():
             if getattr(self, name) != getattr(defaults, name):
@@ -146,17 +171,20 @@ def add_arguments(parser):
     parser.add_argument('--emmc-size', default='256M', help='size of each node eMMC (sparse file), default 256M')
     parser.add_argument('--disk-delay', type=float, default=1.0, help='seconds from rpiboot to the disk appearing')
     parser.add_argument('--rpiboot-timeout', type=float, default=3.0, help='seconds the fake rpiboot waits for a device')
-    parser.add_argument('--usb-paths', default=','.join(DEFAULT_USB_PATHS), help='USB port paths of nodes 1..4')
+    parser.add_argument('--hub-path', default=DEFAULT_HUB_PATH,
+                        help="sysfs USB path of the hat's hub (RP2040 on its port 1, nodes 1..4 on ports 2..5)")
     parser.add_argument('--eeprom-image', default=None, help='initial 1 KiB contents of the hub EEPROM')
     parser.add_argument('--write-cycle-ms', type=float, default=5.0, help='24LC08 write cycle time')
     parser.add_argument('--boot-delay', type=float, default=0.5, help='seconds from power-on to the boot log')
     parser.add_argument('--empty-slots', default='', help='slots without a node card, e.g. 3,4')
     parser.add_argument('--line-ending', choices=('crlf', 'lf'), default='crlf', help='RP2040 newline translation')
-    parser.add_argument('--shunt-ohms', type=float, default=0.002, help='INA226 shunt resistor')
+    parser.add_argument('--shunt-ohms', type=float, default=0.1, help='INA226 shunt resistor (R173, 0R1)')
     parser.add_argument('--ambient-c', type=float, default=22.0, help='ambient temperature')
     parser.add_argument('--strict-hub', action='store_true', default=False,
                         help='rpiboot works only while the hub runs a configuration that swaps the node ports '
                              'and is out of reset (jumpers removed)')
+    parser.add_argument('--imon-gains', default='1.0,1.0,1.0,1.0',
+                        help='mA of 12 V input current per IMON millivolt of nodes 1..4 (what calibration recovers)')
     parser.add_argument('--hostname', action='append', default=[], metavar='N=NAME',
                         help='fallback hostname of node N when its boot partition names none')
 
@@ -169,10 +197,10 @@ def options_from_args(args):
             raise ValueError('--hostname takes N=NAME with N in 1..4, not %r' % (item,))
         hostnames[node.strip()] = name
     return Options(jumpers=args.jumpers, emmc_size=args.emmc_size, disk_delay=args.disk_delay,
-                   rpiboot_timeout=args.rpiboot_timeout, usb_paths=args.usb_paths, eeprom_image=args.eeprom_image,
+                   rpiboot_timeout=args.rpiboot_timeout, hub_path=args.hub_path, eeprom_image=args.eeprom_image,
                    write_cycle_ms=args.write_cycle_ms, boot_delay=args.boot_delay, empty_slots=args.empty_slots,
                    line_ending=args.line_ending, shunt_ohms=args.shunt_ohms, ambient_c=args.ambient_c,
-                   strict_hub=args.strict_hub, hostnames=hostnames)
+                   strict_hub=args.strict_hub, hostnames=hostnames, imon_gains=args.imon_gains)
 
 
 def build_parser_for_options():

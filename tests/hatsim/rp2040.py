@@ -13,9 +13,9 @@ that translation: line_ending 'lf'). Replies, help text and number formats are t
     r     RUN low 100 ms, then "Reseting:N"
     s     "\\n0x%03x -> %f V\\n"   one ADC sample of the selected channel
     a     "\\n%f mA,%f mA,%f mA,%f mA\\n"   1000-sample averages of ADC0..3, millivolts
-    S     "\\nStarting capture\\nDone\\n" then 1000 lines "%03x" (a raw capture the stock firmware
-          also has, though it is not in its help)
-    h     help; '\\r' and '\\n' ignored; anything else "\\nUnrecognised command: X\\n" + help
+    S     "\\nStarting capture\\nDone\\n" then 1000 lines "%03x" (a raw capture)
+    h     help (the upstream example's text, see HELP); '\\r' and '\\n' ignored; anything else,
+          `w` included, "\\nUnrecognised command: X\\n" + help
 """
 
 from __future__ import annotations
@@ -27,15 +27,13 @@ import time
 
 LOG = logging.getLogger('hatsim')
 
+# The shipped adc_console.uf2 prints the help of the upstream pico-examples adc_console, not the
+# one in the board's C source (which lists c r U u e d a): `w` is in it but has no handler.
 HELP = ('\nCommands:\n'
-        'c0, ...\t: Select CM4 channel n\n'
+        'c0, ...\t: Select ADC channel n\n'
         's\t: Sample once\n'
-        'r\t: Reset CM4\n'
-        'U\t: Assert USB Boot\n'
-        'u\t: Deassert USB Boot\n'
-        'e\t: Enable power\n'
-        'd\t: Disable power\n'
-        'a\t: Sample all CM4 current measurements\n')
+        'S\t: Sample many\n'
+        'w\t: Wiggle pins\n')
 
 N_SAMPLES = 1000
 ADC_MAX = 4095
@@ -51,9 +49,11 @@ def f32(value):
     return struct.unpack('<f', struct.pack('<f', value))[0]
 
 
-# const float conversion_factor = 3.3f / (1 << 12);   (then * 1000.0 in double for 'a')
+# 's': const float conversion_factor = 3.3f / (1 << 12);  result * conversion_factor in float.
 VOLTS_PER_LSB = f32(f32(3.3) / 4096)
-MV_PER_LSB_A = VOLTS_PER_LSB * 1000.0
+# 'a': const float conversion_factor = 3.3f / (1 << 12) * 1000.0;  the product is a double that is
+# stored back into a float, then multiplies the (double) mean of the samples.
+MV_PER_LSB_A = f32(VOLTS_PER_LSB * 1000.0)
 
 
 def sample_line(raw):

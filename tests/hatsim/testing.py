@@ -11,8 +11,8 @@
             ... hat.rp2040, hat.console(1), hat.i2c_bus, hat.rpiboot, hat.state() ...
 
 Options are the command-line ones with underscores: jumpers=False, emmc_size='64M',
-disk_delay=0.2, rpiboot_timeout=1, usb_paths=[...], eeprom_image=path, write_cycle_ms=5,
-boot_delay=0.1, empty_slots=(3, 4), line_ending='lf', shunt_ohms=0.002, ambient_c=22,
+disk_delay=0.2, rpiboot_timeout=1, hub_path='1-1.3', eeprom_image=path, write_cycle_ms=5,
+boot_delay=0.1, empty_slots=(3, 4), line_ending='lf', shunt_ohms=0.1, ambient_c=22,
 strict_hub=True, hostnames={1: 'alpha'}.
 """
 
@@ -41,7 +41,7 @@ def cli_args(**options):
         elif name == 'strict_hub':
             if value:
                 argv.append('--strict-hub')
-        elif name in ('empty_slots', 'usb_paths'):
+        elif name in ('empty_slots', 'imon_gains'):
             argv += [flag, ','.join(str(v) for v in value)]
         elif name == 'hostnames':
             for node, hostname in sorted(value.items()):
@@ -79,6 +79,8 @@ class SimulatedHat(object):
     def __init__(self, directory):
         self.dir = os.path.abspath(str(directory))
         self.rp2040 = self.path('rp2040')
+        self.rp2040_uart = self.path('rp2040-uart')
+        self.gpio = 'unix:' + self.path('gpio.sock')
         self.i2c_bus = 'unix:' + self.path('i2c-1.sock')
         self.i2c_hub_bus = 'unix:' + self.path('i2c-hub.sock')
         self.control_socket = self.path('control.sock')

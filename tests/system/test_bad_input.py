@@ -226,7 +226,7 @@ CASES = [
     ('node_flash', dict(sha256='xyz'), 'sha256 must be a SHA-256 hex digest'),
     # Maps keyed by node, strings that land in files.
     ('node_flash', dict(usb_paths={'5': '1-1.2.5'}), "usb_paths key '5' is not a node number 1 to 4"),
-    ('node_flash', dict(usb_paths={'1': '1-1.2.2'}), 'usb_paths gives nodes 1 and 2 the same USB path 1-1.2.2'),
+    ('node_flash', dict(usb_paths={'1': '1-1.3.3', '2': '1-1.3.3'}), 'usb_paths gives nodes 1 and 2 the same USB path 1-1.3.3'),
     ('node_flash', dict(usb_paths={'1': '1-1.2.1\n'}), 'must not contain control characters'),
     ('node_flash', dict(usb_paths={'1': '/dev/sda'}), 'is not a sysfs USB device name'),
     ('node_flash', dict(usb_paths={'1': '1-1.2.1', 'node1': '1-1.2.1'}), 'usb_paths names node 1 twice'),

@@ -199,7 +199,7 @@ def assert_fault(result, failing, words):
 def test_four_nodes_flashed_verified_booted_then_nothing_to_do(hat, images, tmp_path):
     image = images['good']
     prefill(hat)
-    hat.control.decoys(usb_paths=['1-1.4', '1-1.2.10'])
+    hat.control.decoys(usb_paths=['1-1.4', '1-1.3.20'])
     before = log_total(hat)
     plan = run_module(base_args(hat, image), tmp_path, check_mode=True)
     assert plan['changed'] is True
@@ -327,7 +327,7 @@ def test_target_too_small(hat, images, tmp_path):
     # Node 2's eMMC is smaller than the image; the others are fine.
     os.truncate(hat.emmc(2), 16 * 1024 * 1024)
     result = run_module(base_args(hat, images['good']), tmp_path)
-    assert_fault(result, [2], ['opening the disk failed', 'USB path 1-1.2.2', 'target holds 16777216 bytes',
+    assert_fault(result, [2], ['opening the disk failed', 'USB path 1-1.3.3', 'target holds 16777216 bytes',
                                'nothing was written'])
     assert_left_off(hat, 2)
     assert_flashed(hat, images['good'], [1, 3, 4], untouched=False)
@@ -348,7 +348,7 @@ def test_rpiboot_missing_touches_no_node(hat, images, tmp_path):
 
 
 def wrapper(tmp_path, hat, body):
-    """An rpiboot that misbehaves for USB path 1-1.2.3 and runs the simulator's otherwise."""
+    """An rpiboot that misbehaves for USB path 1-1.3.4 and runs the simulator's otherwise."""
     path = str(tmp_path / 'rpiboot-wrapper')
     with open(path, 'w') as f:
         f.write('#!%s\nimport os, sys\nargs = sys.argv[1:]\npath = args[args.index("-p") + 1] if "-p" in args else None\n'
@@ -359,9 +359,9 @@ def wrapper(tmp_path, hat, body):
 
 
 def test_rpiboot_failing_for_one_node(hat, images, tmp_path):
-    rpiboot = wrapper(tmp_path, hat, 'if path == "1-1.2.3":\n    print("libusb: error [op_claim_interface]")\n    sys.exit(1)')
+    rpiboot = wrapper(tmp_path, hat, 'if path == "1-1.3.4":\n    print("libusb: error [op_claim_interface]")\n    sys.exit(1)')
     result = run_module(base_args(hat, images['good'], rpiboot=rpiboot), tmp_path)
-    assert_fault(result, [3], ['rpiboot failed at USB path 1-1.2.3', 'exit 1', 'libusb'])
+    assert_fault(result, [3], ['rpiboot failed at USB path 1-1.3.4', 'exit 1', 'libusb'])
     assert_left_off(hat, 3)
     assert_flashed(hat, images['good'], [1, 2, 4], untouched=False)
     assert_booted(hat, [1, 2, 4])
@@ -370,16 +370,16 @@ def test_rpiboot_failing_for_one_node(hat, images, tmp_path):
 
 
 def test_rpiboot_finding_no_device_at_a_wrong_usb_path(hat, images, tmp_path):
-    result = run_module(base_args(hat, images['good'], nodes=[1, 2], usb_paths={'2': '1-1.2.7'}), tmp_path)
-    assert_fault(result, [2], ['rpiboot failed at USB path 1-1.2.7', 'usb_paths maps node 2'])
+    result = run_module(base_args(hat, images['good'], nodes=[1, 2], usb_paths={'2': '1-1.3.7'}), tmp_path)
+    assert_fault(result, [2], ['rpiboot failed at USB path 1-1.3.7', 'usb_paths maps node 2'])
     assert_left_off(hat, 2)
     assert by_node(result)[1]['action'] == 'flashed'
 
 
 def test_disk_never_appears(hat, images, tmp_path):
-    rpiboot = wrapper(tmp_path, hat, 'if path == "1-1.2.3":\n    args[args.index("-d") + 1] = RECOVERY')
+    rpiboot = wrapper(tmp_path, hat, 'if path == "1-1.3.4":\n    args[args.index("-d") + 1] = RECOVERY')
     result = run_module(base_args(hat, images['good'], rpiboot=rpiboot, disk_timeout=2), tmp_path)
-    assert_fault(result, [3], ['1-1.2.3', 'after 2s'])
+    assert_fault(result, [3], ['1-1.3.4', 'after 2s'])
     assert by_node(result)[3]['failed_step'] == 'disk'
     assert_left_off(hat, 3)
     assert_flashed(hat, images['good'], [1, 2, 4], untouched=False)
@@ -410,7 +410,7 @@ def test_disk_gone_mid_write(hat, images, tmp_path):
     result = run_module(base_args(hat, image, write_chunk_size=4096), tmp_path)
     watcher.join()
     assert unplugged.get('disk'), 'the disk was never unplugged'
-    assert_fault(result, [2], ['failed on disk sd', 'USB path 1-1.2.2', 'disk is gone', "check the node's USB link"])
+    assert_fault(result, [2], ['failed on disk sd', 'USB path 1-1.3.3', 'disk is gone', "check the node's USB link"])
     assert_left_off(hat, 2)
     assert_flashed(hat, image, [1, 3, 4], untouched=False)
     assert_booted(hat, [1, 3, 4])

@@ -18,7 +18,9 @@ DEVICE_ID_MASK = 0x0FFF
 TEMP_LSB_C = 0.0078125
 # The result register holds this until the first conversion after power-up completes.
 RESET_VALUE = 0x8000
-DEFAULT_ADDRESSES = {1: 0x48, 2: 0x49, 3: 0x4A, 4: 0x4B}
+# Node (slot) -> address: each card pulls ADD0 up, the hat leaves it open on slot 1 and ties it to
+# GND, SCL and SDA on slots 2, 3 and 4 (ADD0 to V+/GND/SDA/SCL selects 0x49/0x48/0x4A/0x4B).
+DEFAULT_ADDRESSES = {1: 0x49, 2: 0x48, 3: 0x4B, 4: 0x4A}
 
 
 def celsius(raw):
