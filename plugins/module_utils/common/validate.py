@@ -230,21 +230,30 @@ def file_target(name, path):
 
 
 def ansible_module(module_class, **kwargs):
-    """module_class(**kwargs) (AnsibleModule), except that an integer option given as infinity fails in one line.
+    """module_class(**kwargs) (AnsibleModule), except that what its type conversion lets escape fails in one line.
 
-    ansible-core's int conversion lets the OverflowError of int(float('inf')) escape as a traceback.
+    ansible-core lets the OverflowError of int(float('inf')) escape as a traceback, and the
+    TypeError of a suboption dict given as a boolean or a number.
     """
     from ansible.module_utils import basic
 
     try:
         return module_class(**kwargs)
-    except OverflowError:
+    except (OverflowError, TypeError) as exc:
         try:
             given = basic._load_params()  # pylint: disable=protected-access
         except (SystemExit, Exception):  # pylint: disable=broad-except
             given = {}
-        names = sorted(k for k, v in given.items() if str(v).strip().lower().lstrip('+-') in ('inf', 'infinity'))
-        msg = ('%s must be a whole number, not infinity' % ', '.join(names) if names
-               else 'an integer option was given infinity: give a whole number')
-        print('\n%s' % json.dumps({'failed': True, 'msg': msg}))
+        spec = kwargs.get('argument_spec') or {}
+        msg = None
+        for name in sorted(given):
+            kind = (spec.get(name) or {}).get('type')
+            value = given[name]
+            if kind == 'int' and str(value).strip().lower().lstrip('+-') in ('inf', 'infinity'):
+                msg = '%s must be a whole number, not infinity' % name
+            elif kind == 'dict' and value is not None and not isinstance(value, (dict, str)):
+                msg = '%s must be a dictionary, not %s' % (name, _shown(value))
+            if msg:
+                break
+        print('\n%s' % json.dumps({'failed': True, 'msg': msg or 'invalid option value: %s' % str(exc).splitlines()[0]}))
         sys.exit(1)
