@@ -73,7 +73,8 @@ def reflash(hat, image, payload_dir, tmp_path, nodes=tuple(NODES), check_mode=Fa
         nodes, image + '.xz', network,
         hat_factory=lambda: Hat(hat.rp2040, lock_dir=hat.path('lock'), state_dir=hat.path('state'), restart_delay=0.1),
         records=FlashRecords(hat.path('state')), flash_fn=pipeline.flash, identity_fn=pipeline.image_identity,
-        bmap=image + '.bmap', rpiboot=hat.rpiboot, rpiboot_payload=hat.path('usbboot', 'mass-storage-gadget64'),
+        bmap=image + '.bmap', usb_paths=dict((int(n), v['usb_path']) for n, v in hat.state()['nodes'].items()),
+        rpiboot=hat.rpiboot, rpiboot_payload=hat.path('usbboot', 'mass-storage-gadget64'),
         root=hat.dir, rpiboot_timeout=10, disk_timeout=5, boot_timeout=20, stagger=0.02, restart_delay=0.1,
         check_mode=check_mode)
     job.run()
