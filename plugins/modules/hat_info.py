@@ -102,13 +102,21 @@ nodes:
       description: V(normal) or V(usb) as last set by this controller, null when unknown.
       type: str
     current_ma:
-      description: Current the node draws.
+      description: Current the node draws, in mA per the node's calibration (M(minicluster.cm4.hat_calibrate)) or O(ma_per_unit).
+      type: float
+    baseline_ma:
+      description: The node's off current, from which O(on_threshold_ma) is counted.
       type: float
     temperature_c:
       description: Temperature under the node's SoC; null when its sensor does not answer or has not converted yet.
       type: float
   sample:
     - {node: 1, power: "on", boot_mode: normal, current_ma: 512.3, temperature_c: 41.2}
+console:
+  description: The port that answered and its path, V(usb) or V(uart) (the fallback O(uart_port)).
+  returned: always
+  type: dict
+  sample: {port: /dev/ttyACM0, path: usb}
 input:
   description: The hat's 12 V input; values null when the INA226 does not answer.
   returned: always
@@ -116,9 +124,6 @@ input:
   contains:
     voltage_v:
       description: Bus voltage.
-      type: float
-    current_a:
-      description: Input current.
       type: float
     shunt_v:
       description: Voltage across the shunt.
@@ -195,6 +200,7 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.board import usb a
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, NODES
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import emc2301, ina226, tmp117
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import LockTimeout
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 import ConsoleError
@@ -278,7 +284,7 @@ def main():
         usb_hub=dict(type='str'),
         root=dict(type='path', default='/'),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = validate.ansible_module(AnsibleModule, argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     warnings = []
     try:
@@ -300,12 +306,14 @@ def main():
         module.fail_json(msg=str(exc))
 
     try:
-        status = hat_from_module(module).status()
+        hat = hat_from_module(module)
+        status = hat.status()
     except (HatError, ConsoleError, LockTimeout) as exc:
         module.fail_json(msg=str(exc), port=p['port'])
 
     nodes = [dict(node=n, power=status[n]['power'], boot_mode=status[n]['boot_mode'],
-                  current_ma=status[n]['current_ma'], temperature_c=None) for n in NODES]
+                  current_ma=status[n]['current_ma'], baseline_ma=status[n]['baseline_ma'], temperature_c=None)
+             for n in NODES]
     inp = dict(voltage_v=None, shunt_v=None, current_a=None, power_w=None, saturated=None)
     fan = dict(rpm=None, duty_percent=None, mode=None)
     if p['sensors']:
@@ -327,7 +335,8 @@ def main():
             bus.close()
     for w in warnings:
         module.warn(w)
-    module.exit_json(changed=False, nodes=nodes, input=inp, fan=fan, usb=usb_info)
+    module.exit_json(changed=False, nodes=nodes, input=inp, fan=fan, usb=usb_info,
+                     console=dict(port=hat.used_port, path=hat.path_name))
 
 
 if __name__ == '__main__':

@@ -14,7 +14,10 @@ description:
     through the hat's RP2040.
   - Knows whether a node is on from the current it draws, and remembers on the controller the USB-boot
     pin, which the firmware cannot report. Sends nothing when a node already is as asked.
-  - Every exchange with the RP2040 holds a lock shared by all processes on the controller.
+  - Every exchange with the RP2040 holds a lock shared by all processes on the controller that
+    reach the same hat, by its USB console or by the Pi's UART5.
+  - A node counts as on when it draws O(on_threshold_ma) more than its own off baseline, since an
+    off node keeps drawing a little (its card's converters and NVMe drive stay powered).
 author:
   - minicluster.cm4 developers (@minicluster)
 extends_documentation_fragment:
@@ -59,9 +62,15 @@ options:
     default: 1.0
   restart_delay:
     description:
-      - Seconds a node stays off during O(state=restarted) or a boot-mode change.
+      - Seconds a node stays off during O(state=restarted) or a boot-mode change, 0 to 60.
     type: float
     default: 2.0
+  force:
+    description:
+      - Switch a node even while a M(minicluster.cm4.node_flash) run holds it. That spoils the flash; without
+        it the task fails naming the flash and how to stop it.
+    type: bool
+    default: false
 '''
 
 EXAMPLES = r'''
@@ -81,6 +90,12 @@ EXAMPLES = r'''
     node: 2
     state: reset
     port: /dev/cm4hat
+
+- name: Power node 1 on through the Pi's UART5 (the hub not configured yet)
+  minicluster.cm4.node_power:
+    node: 1
+    state: "on"
+    port: /dev/cm4hat-uart
 
 - name: Power a node off from a play about the nodes
   minicluster.cm4.node_power:
@@ -112,11 +127,20 @@ nodes:
       description: Current the node draws, read back after any change.
       type: float
       sample: 512.4
+    baseline_ma:
+      description: The node's off current that O(on_threshold_ma) is counted from.
+      type: float
+      sample: 12.1
     actions:
       description: Pin actions taken (or that would be taken), in order.
       type: list
       elements: str
       sample: [usb, "on"]
+console:
+  description: The port that answered and its path, V(usb) or V(uart) (the fallback O(uart_port)).
+  returned: success
+  type: dict
+  sample: {port: /dev/cm4hat-uart, path: uart}
 generation:
   description: Counter of changes the controller has made to this hat's pins, for ordering concurrent runs.
   returned: when something changed
@@ -124,10 +148,13 @@ generation:
   sample: 42
 '''
 
-from ansible.module_utils.basic import AnsibleModule
 
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import owner
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
-from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.validate import InvalidOption, node_list
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import LockTimeout
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 import ConsoleError
 
@@ -141,21 +168,29 @@ def main():
         boot_mode=dict(type='str', choices=['normal', 'usb']),
         stagger=dict(type='float', default=1.0),
         restart_delay=dict(type='float', default=2.0),
+        force=dict(type='bool', default=False),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
+    module = validate.ansible_module(
+        AnsibleModule, argument_spec=argument_spec, supports_check_mode=True,
+        mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
     p = module.params
     port = p['port']
     try:
         # Validated before the port is opened: bad input sends nothing to the hat.
-        nodes = check_nodes([p['node']] if p['node'] is not None else p['nodes'], port)
-        for name in ('stagger', 'restart_delay', 'lock_timeout', 'command_timeout'):
-            if p[name] < 0:
-                raise HatError('%s must not be negative (got %s)' % (name, p[name]))
+        nodes = check_nodes(node_list('node' if p['node'] is not None else 'nodes',
+                                      [p['node']] if p['node'] is not None else p['nodes']), port)
+        check_hat_options(p)
         hat = hat_from_module(module, restart_delay=p['restart_delay'])
-        results = hat.ensure(nodes, p['state'], boot_mode=p['boot_mode'], stagger=p['stagger'],
-                             check_mode=module.check_mode)
-    except (HatError, ConsoleError, LockTimeout) as exc:
+        # One owner per node: a node being flashed is not switched under the flash.
+        with owner.Guard(p['state_dir'], nodes, force=p['force']) as guard:
+            results = hat.ensure(nodes, p['state'], boot_mode=p['boot_mode'], stagger=p['stagger'],
+                                 check_mode=module.check_mode)
+        for node, info in sorted(guard.forced.items()):
+            module.warn('forced: %s; that flash will fail' % owner.describe(node, info))
+        for node, info in sorted(guard.dead.items()):
+            module.warn('node %d: flash run %s (pid %s) died at %s and left its eMMC partly written: reflash it'
+                        % (node, info.get('run'), info.get('pid'), info.get('interrupted_phase') or info.get('phase')))
+    except (HatError, ConsoleError, LockTimeout, InvalidOption, owner.NodeBusy) as exc:
         module.fail_json(msg=str(exc), port=port)
 
     changed = any(r['changed'] for r in results.values())
@@ -165,10 +200,11 @@ def main():
         r = results[node]
         after = r['after']
         nodes_out.append(dict(node=node, power=after['power'], boot_mode=after['boot_mode'],
-                              current_ma=after['current_ma'], actions=r['actions']))
-        if not module.check_mode and after['power'] == 'on' and after['current_ma'] < p['on_threshold_ma']:
-            warnings.append('node %d was switched on but draws only %.1f mA (threshold %.1f): is a card in slot %d?'
-                            % (node, after['current_ma'], p['on_threshold_ma'], node))
+                              current_ma=after['current_ma'], baseline_ma=after['baseline_ma'], actions=r['actions']))
+        if not module.check_mode and after['power'] == 'on' and after['current_ma'] - after['baseline_ma'] < p['on_threshold_ma']:
+            warnings.append('node %d was switched on but draws only %.1f mA, %.1f above its off baseline (threshold %.1f): '
+                            'is a card in slot %d?' % (node, after['current_ma'], after['current_ma'] - after['baseline_ma'],
+                                                       p['on_threshold_ma'], node))
     for w in warnings:
         module.warn(w)
     diff = dict(
@@ -177,7 +213,7 @@ def main():
         after=dict(('node%d' % n, dict(power=results[n]['after']['power'], boot_mode=results[n]['after']['boot_mode']))
                    for n in nodes),
     )
-    result = dict(changed=changed, nodes=nodes_out, diff=diff)
+    result = dict(changed=changed, nodes=nodes_out, diff=diff, console=dict(port=hat.used_port, path=hat.path_name))
     generations = [r['generation'] for r in results.values() if 'generation' in r]
     if generations:
         result['generation'] = max(generations)

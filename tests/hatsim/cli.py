@@ -25,8 +25,8 @@ LOG_FILE = 'hatsim.log'
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 3.0
 # Everything `run` creates in DIR that must not outlive it.
-RUNTIME_FILES = ('rp2040', 'console1', 'console2', 'console3', 'console4', 'i2c-1.sock', 'i2c-hub.sock',
-                 'control.sock', 'rpiboot', PID_FILE)
+RUNTIME_FILES = ('rp2040', 'rp2040-uart', 'console1', 'console2', 'console3', 'console4', 'i2c-1.sock',
+                 'i2c-hub.sock', 'control.sock', 'gpio.sock', 'rpiboot', 'rp2040-bootrom.img', PID_FILE)
 
 
 def _pid_alive(pid):
@@ -143,12 +143,13 @@ def summary(directory, pid, options):
     def rel(name):
         return os.path.join(directory, name)
     lines = ['hatsim running in %s (pid %d)' % (directory, pid)]
-    for name in ('rp2040', 'console1', 'console2', 'console3', 'console4'):
-        target = os.readlink(rel(name)) if os.path.islink(rel(name)) else '?'
+    for name in ('rp2040', 'rp2040-uart', 'console1', 'console2', 'console3', 'console4'):
+        target = os.readlink(rel(name)) if os.path.islink(rel(name)) else 'absent (no USB console behind the hub)'
         lines.append('  %-9s %s -> %s' % (name, rel(name), target))
     jumpers = 'fitted' if options.jumpers else 'not fitted'
     lines.append('  i2c       unix:%s, unix:%s (jumpers %s)' % (rel('i2c-1.sock'), rel('i2c-hub.sock'), jumpers))
     lines.append('  control   %s' % rel('control.sock'))
+    lines.append('  gpio      unix:%s (RP2040 RUN 25, BOOTSEL 21)' % rel('gpio.sock'))
     lines.append('  rpiboot   %s' % rel('rpiboot'))
     slots = ['%d:%s.%d%s' % (n, options.hub_path, n + 1, ' (empty)' if n in options.empty_slots else '') for n in range(1, 5)]
     lines.append('  usb hub   %s (RP2040 on %s.1)' % (options.hub_path, options.hub_path))

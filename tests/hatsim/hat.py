@@ -17,10 +17,12 @@ import json
 import logging
 import os
 import random
+import shutil
 import threading
 import time
 
 from hatsim import bootlog
+from hatsim import bootsel
 from hatsim import disks
 from hatsim.chips.eeprom24lc08 import M24LC08, BASE_ADDRESS, SIZE as EEPROM_SIZE
 from hatsim.chips.emc2301 import EMC2301
@@ -36,6 +38,7 @@ from hatsim.options import NODES
 from hatsim.ptyport import PtyPort
 from hatsim.rp2040 import RP2040
 from hatsim.scheduler import Scheduler
+from hatsim.stdio import Stdio
 
 LOG = logging.getLogger('hatsim')
 
@@ -100,11 +103,20 @@ class Hat(object):
         self.hub_loads = 0
         self._hub_load()
 
+        # The RP2040: its console on USB (behind the hub) and on UART5; its RUN and BOOTSEL lines.
+        self.rp2040_mode = 'firmware'  # firmware, reset (RUN held low) or bootrom (the UF2 drive)
+        self.rp2040_boots = 1
+        self.rp2040_firmware = None
+        self._uf2_reboot_pending = False
+        self.bootrom_drive = self.path('rp2040-bootrom.img')
+        self.gpio = bootsel.Gpio(self._gpio_changed)
+        self.rp2040_stdio = Stdio({'usb': PtyPort(self.path('rp2040')), 'uart': PtyPort(self.path('rp2040-uart'))},
+                                  lambda: self.rp2040_mode == 'firmware')
+        self.rp2040 = RP2040(self.rp2040_stdio, self, random.Random(2040))
         self.fakesys = FakeSys(self.dir)
         self._usb_tree()
         self.bus_host = Bus('i2c-1', self._resolve_host, self.lock, self.touched)
         self.bus_hub = Bus('i2c-hub', self._resolve_hub, self.lock, self.touched)
-        self.rp2040 = RP2040(PtyPort(self.path('rp2040')), self, random.Random(2040))
         self.consoles = dict((n, ConsolePort(self.path('console%d' % n), 'console%d' % n)) for n in NODES)
         self.servers = []
         self._threads = []
@@ -117,6 +129,7 @@ class Hat(object):
             LineServer(self.path('i2c-1.sock'), self.bus_host.handle, 'i2c-1'),
             LineServer(self.path('i2c-hub.sock'), self.bus_hub.handle, 'i2c-hub'),
             LineServer(self.path('control.sock'), self.control.handle, 'control'),
+            LineServer(self.path('gpio.sock'), self.gpio.handle, 'gpio'),
         ]
         for server in self.servers:
             server.start()
@@ -191,6 +204,8 @@ class Hat(object):
                 'empty_slots': list(self.options.empty_slots),
                 'rp2040': {
                     'channel': self.rp2040.channel, 'log_total': self._rp2040_log_total,
+                    'mode': self.rp2040_mode, 'boots': self.rp2040_boots, 'firmware_sha256': self.rp2040_firmware,
+                    'usb_path': self.rp2040_usb_path(), 'gpio': self.gpio.levels(),
                     'log': [json.loads(e) for e in self._rp2040_log] if log else None,
                 },
                 'nodes': dict((str(n), node.snapshot()) for n, node in self.nodes.items()),
@@ -224,8 +239,8 @@ class Hat(object):
     def rp2040_logged(self, cmd, channel):
         with self.lock:
             self._rp2040_log_total += 1
-            self._rp2040_log.append(json.dumps({'seq': self._rp2040_log_total, 'cmd': cmd, 'channel': channel},
-                                               sort_keys=True))
+            self._rp2040_log.append(json.dumps({'seq': self._rp2040_log_total, 'cmd': cmd, 'channel': channel,
+                                                'path': self.rp2040_stdio.last_source}, sort_keys=True))
             self.changed()
         self.publish()
 
@@ -253,6 +268,70 @@ class Hat(object):
                     else:
                         self._hold_in_reset(node)
             self.changed()
+
+    # -- RP2040 reset, boot ROM and USB presence ------------------------------------------------------
+    def rp2040_usb_path(self):
+        """The hub's downstream port 1, where the RP2040 enumerates."""
+        return '%s.%d' % (self.options.hub_path, RP2040_PORT)
+
+    def _gpio_changed(self, apply):
+        with self.lock:
+            was_running = self.gpio.level(bootsel.RUN_LINE)
+            apply()
+            running = self.gpio.level(bootsel.RUN_LINE)
+            if was_running and not running:
+                self._rp2040_reset()
+            elif running and not was_running:
+                self._rp2040_boot()
+            self.changed()
+        self.publish()
+
+    def _rp2040_reset(self):
+        """RUN low: the RP2040 stops, and every node pin returns to its power-up level (EN low)."""
+        LOG.info('RP2040 held in reset')
+        self.rp2040_mode = 'reset'
+        for channel in range(4):
+            self.set_pin(channel, 'en', False)
+            self.set_pin(channel, 'nrpiboot', True)
+            self.set_pin(channel, 'run', True)
+        self._rp2040_usb()
+
+    def _rp2040_boot(self):
+        """RUN high (or a reboot after a UF2): the boot ROM samples QSPI_SS (BOOTSEL)."""
+        self.rp2040_boots += 1
+        self.rp2040.channel = 0
+        self._uf2_reboot_pending = False
+        if self.gpio.level(bootsel.BOOTSEL_LINE) == 0:
+            bootsel.make_drive(self.bootrom_drive)
+            self.rp2040_mode = 'bootrom'
+        else:
+            self.rp2040_mode = 'firmware'
+        LOG.info('RP2040 boots into its %s', self.rp2040_mode)
+        self._rp2040_usb()
+
+    def _rp2040_usb(self):
+        """What the hub's port 1 shows: the console (CDC), the boot ROM's UF2 drive, or nothing."""
+        self._usb_tree()
+
+    def _uf2_check(self):
+        """On a tick in the boot ROM: a complete UF2 on the drive means flash, then reboot."""
+        if self.rp2040_mode != 'bootrom' or self._uf2_reboot_pending:
+            return
+        digest = bootsel.complete_image(self.bootrom_drive)
+        if digest is None:
+            return
+        LOG.info('RP2040 boot ROM: UF2 image %s complete, rebooting', digest)
+        self.rp2040_firmware = digest
+        self._uf2_reboot_pending = True
+        self.scheduler.call_later(bootsel.REBOOT_DELAY_S, self._uf2_reboot)
+
+    def _uf2_reboot(self):
+        with self.lock:
+            if self.rp2040_mode != 'bootrom' or not self._uf2_reboot_pending:
+                return
+            self._rp2040_boot()
+            self.changed()
+        self.publish()
 
     # -- node life ---------------------------------------------------------------------------------
     def _boot(self, node):
@@ -372,6 +451,8 @@ class Hat(object):
                 self.fakesys.remove_hub(hub_path)
                 self.fakesys.unlink_dev('ttyACM0')
                 self._hub_shown = None
+            self._rp2040_shown = None
+            self.rp2040_stdio.visible('usb', False)
             return
         configured = self.usb_hub.get('image') != 'blank'
         shown = (self.usb_hub.get('vid'), self.usb_hub.get('pid'), self.usb_hub.get('did')) if configured else None
@@ -381,14 +462,27 @@ class Hat(object):
             vid, pid, did = shown or ('0424', '2517', '0000')
             self.fakesys.add_hub(hub_path, vid, pid, did, (self.usb_hub.get('strings') or {}) if configured else None)
             self._hub_shown = shown
-        rp2040_path = '%s.%d' % (hub_path, RP2040_PORT)
-        if self._port_works(RP2040_PORT):
-            if rp2040_path not in self.fakesys.usb_devices:
+        self._rp2040_device()
+
+    def _rp2040_device(self):
+        """The RP2040 at the hub's port 1 as its mode says: CDC console, boot ROM drive, or nothing
+        (held in reset, or its port not working). The USB console's pty name follows the CDC device."""
+        rp2040_path = self.rp2040_usb_path()
+        want = self.rp2040_mode if self._port_works(RP2040_PORT) and self.rp2040_mode != 'reset' else None
+        if getattr(self, '_rp2040_shown', None) != want or (want and rp2040_path not in self.fakesys.usb_devices):
+            if rp2040_path in self.fakesys.usb_devices:
+                self.fakesys.remove_usb_device(rp2040_path)
+                self.fakesys.unlink_dev('ttyACM0')
+            if want == 'firmware':
                 self.fakesys.add_rp2040(rp2040_path, tty='ttyACM0')
                 self.fakesys.link_dev('ttyACM0', self.path('rp2040'))
-        elif rp2040_path in self.fakesys.usb_devices:
-            self.fakesys.remove_usb_device(rp2040_path)
-            self.fakesys.unlink_dev('ttyACM0')
+            elif want == 'bootrom':
+                device_dir = self.fakesys.add_rp2040(rp2040_path, bootsel=True)
+                # The mass-storage interface is rebuilt with its SCSI disk below it.
+                shutil.rmtree(os.path.join(device_dir, '%s:1.0' % rp2040_path))
+                self.fakesys.add_usb_disk(rp2040_path, self.bootrom_drive, 'RPI', 'RP2', '3')
+            self._rp2040_shown = want
+        self.rp2040_stdio.visible('usb', want == 'firmware')
 
     def _usb_reachable(self, node):
         return self._port_works(NODE_PORTS[node.number])
@@ -458,6 +552,21 @@ class Hat(object):
         self.publish()
         return {'disk': name, 'detached': detached}
 
+    def halt(self, n):
+        """The node's OS halted (poweroff with EN still high): the SoC stops, the card stays powered."""
+        with self.lock:
+            node = self.nodes[n]
+            if not node.powered:
+                raise ValueError('node %d is not powered; only a powered node can halt' % n)
+            node.new_epoch()
+            self._drop_usb(node)
+            self._emit(node, '[  OK  ] Reached target System Power Off.\nreboot: Power down\n')
+            node.set_mode('halted')
+            node.halts += 1
+            self.changed()
+        self.publish()
+        return {'mode': 'halted', 'halts': node.halts}
+
     # -- power cycle ------------------------------------------------------------------------------
     def power_cycle(self, keep_options=False, wipe_emmc=False, wipe_eeprom=False, clear_decoys=False, clear_log=False):
         """The whole hat loses power and comes back: as after a fresh start, minus the processes.
@@ -485,6 +594,11 @@ class Hat(object):
                     os.truncate(node.emmc_path, 0)
                     os.truncate(node.emmc_path, self.options.emmc_size)
             self.rp2040.channel = 0
+            self.gpio.driven.clear()
+            self.rp2040_mode = 'firmware'
+            self.rp2040_boots = 1
+            self.rp2040_firmware = None
+            self._uf2_reboot_pending = False
             self.emc2301 = EMC2301(random.Random(2301))
             self.ina226 = INA226(self._input_measure, random.Random(226))
             self.tmp117 = dict((n, TMP117(self._temperature_of(n), now)) for n in NODES if self.nodes[n].present)
@@ -564,6 +678,7 @@ class Hat(object):
                 self._usb_tree()  # fitting them holds it in reset: it leaves the bus
             if 'empty_slots' in changed:
                 self._set_slots(old_empty, set(self.options.empty_slots))
+            self.emc2301.fan.blocked = self.options.fan_blocked
             self.changed()
         self.publish()
         return changed
@@ -587,6 +702,8 @@ class Hat(object):
 
     # -- I2C ---------------------------------------------------------------------------------------
     def _resolve_host(self, addr):
+        if addr in self.options.silent_addresses:
+            return None
         if addr == INA226_ADDRESS:
             return self.ina226
         if addr == EMC2301_ADDRESS:
@@ -628,7 +745,8 @@ class Hat(object):
         return self.nodes[n].sensor_temperature
 
     def input_current(self):
-        nodes = sum(node.millivolts() for node in self.nodes.values()) / 1000.0
+        # Each card's eFuse sits on the 12 V input: its current is its IMON voltage times its own gain.
+        nodes = sum(node.millivolts() * self.options.imon_gains[n - 1] for n, node in self.nodes.items()) / 1000.0
         fan = FAN_MAX_A * self.emc2301.fan.airflow() ** 2
         return HAT_OVERHEAD_A + nodes + fan
 
@@ -645,6 +763,7 @@ class Hat(object):
             airflow = self.emc2301.fan.airflow()
             for node in self.nodes.values():
                 node.step(dt, self.options.ambient_c, airflow)
+            self._uf2_check()
             self._ticks += 1
             if self._ticks % PUBLISH_EVERY_TICKS == 0:
                 self.changed()  # temperatures and fan speed drift continuously: publish once a second

@@ -48,6 +48,25 @@ def parse_slots(text):
     return tuple(slots)
 
 
+def parse_gains(text):
+    """Each node's IMON gain, mA of 12 V input per IMON millivolt: '1.0,1.9,2.1,1.0' or a list."""
+    items = list(text) if isinstance(text, (list, tuple)) else str(text).split(',')
+    try:
+        gains = tuple(float(g) for g in items)
+    except (TypeError, ValueError):
+        raise ValueError('IMON gains are four numbers, one per node: %r' % (text,))
+    if len(gains) != 4 or not all(0 < g < 100 for g in gains):
+        raise ValueError('IMON gains are four positive numbers below 100, one per node: %r' % (text,))
+    return gains
+
+
+def parse_addresses(items):
+    if not isinstance(items, (list, tuple)) or any(isinstance(a, bool) or not isinstance(a, int) or not 0 <= a <= 0x7F
+                                                   for a in items):
+        raise ValueError('silent_addresses must be a list of I2C addresses 0..0x7f, not %r' % (items,))
+    return tuple(sorted(set(items)))
+
+
 class Options(object):
     """Every tunable of the simulated hat, with the defaults the contract documents."""
 
@@ -67,6 +86,11 @@ class Options(object):
         'ambient_c': (22.0, float, True),
         'strict_hub': (False, bool, True),
         'hostnames': ({}, dict, True),
+        'imon_gains': ((1.0, 1.0, 1.0, 1.0), parse_gains, True),
+        # Faults, set at run time only: I2C addresses of the host bus that stop answering, and a
+        # fan whose rotor is blocked (the EMC2301 sees no tach pulses and reports a stall).
+        'silent_addresses': ((), parse_addresses, True),
+        'fan_blocked': (False, bool, True),
     }
 
     def __init__(self, **values):
@@ -127,6 +151,7 @@ class Options(object):
             'write_cycle_ms': repr(self.write_cycle_ms), 'boot_delay': repr(self.boot_delay),
             'empty_slots': ','.join(str(s) for s in self.empty_slots), 'line_ending': self.line_ending,
             'shunt_ohms': repr(self.shunt_ohms), 'ambient_c': repr(self.ambient_c),
+            'imon_gains': ','.join(repr(g) for g in self.imon_gains),
         }
         for name, text in simple.items():
             if getattr(self, name) != getattr(defaults, name):
@@ -158,6 +183,8 @@ def add_arguments(parser):
     parser.add_argument('--strict-hub', action='store_true', default=False,
                         help='rpiboot works only while the hub runs a configuration that swaps the node ports '
                              'and is out of reset (jumpers removed)')
+    parser.add_argument('--imon-gains', default='1.0,1.0,1.0,1.0',
+                        help='mA of 12 V input current per IMON millivolt of nodes 1..4 (what calibration recovers)')
     parser.add_argument('--hostname', action='append', default=[], metavar='N=NAME',
                         help='fallback hostname of node N when its boot partition names none')
 
@@ -173,7 +200,7 @@ def options_from_args(args):
                    rpiboot_timeout=args.rpiboot_timeout, hub_path=args.hub_path, eeprom_image=args.eeprom_image,
                    write_cycle_ms=args.write_cycle_ms, boot_delay=args.boot_delay, empty_slots=args.empty_slots,
                    line_ending=args.line_ending, shunt_ohms=args.shunt_ohms, ambient_c=args.ambient_c,
-                   strict_hub=args.strict_hub, hostnames=hostnames)
+                   strict_hub=args.strict_hub, hostnames=hostnames, imon_gains=args.imon_gains)
 
 
 def build_parser_for_options():

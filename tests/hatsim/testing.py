@@ -41,7 +41,7 @@ def cli_args(**options):
         elif name == 'strict_hub':
             if value:
                 argv.append('--strict-hub')
-        elif name == 'empty_slots':
+        elif name in ('empty_slots', 'imon_gains'):
             argv += [flag, ','.join(str(v) for v in value)]
         elif name == 'hostnames':
             for node, hostname in sorted(value.items()):
@@ -79,6 +79,8 @@ class SimulatedHat(object):
     def __init__(self, directory):
         self.dir = os.path.abspath(str(directory))
         self.rp2040 = self.path('rp2040')
+        self.rp2040_uart = self.path('rp2040-uart')
+        self.gpio = 'unix:' + self.path('gpio.sock')
         self.i2c_bus = 'unix:' + self.path('i2c-1.sock')
         self.i2c_hub_bus = 'unix:' + self.path('i2c-hub.sock')
         self.control_socket = self.path('control.sock')

@@ -34,11 +34,11 @@ import time
 
 GADGET_MODEL = 'mmcblk0'
 LEGACY_VENDOR = 'RPi-MSD-'
-USB_PATH_RE = re.compile(r'^[0-9]+-[0-9]+(\.[0-9]+)*$')
-SCSI_HOST_RE = re.compile(r'^host[0-9]+$')
-SCSI_TARGET_RE = re.compile(r'^target[0-9]+:[0-9]+:[0-9]+$')
-SCSI_DEVICE_RE = re.compile(r'^[0-9]+:[0-9]+:[0-9]+:[0-9]+$')
-DISK_NAME_RE = re.compile(r'^sd[a-z]+$')
+USB_PATH_RE = re.compile(r'^[0-9]+-[0-9]+(\.[0-9]+)*\Z')
+SCSI_HOST_RE = re.compile(r'^host[0-9]+\Z')
+SCSI_TARGET_RE = re.compile(r'^target[0-9]+:[0-9]+:[0-9]+\Z')
+SCSI_DEVICE_RE = re.compile(r'^[0-9]+:[0-9]+:[0-9]+:[0-9]+\Z')
+DISK_NAME_RE = re.compile(r'^sd[a-z]+\Z')
 MASS_STORAGE_CLASS = '08'
 
 
@@ -155,11 +155,12 @@ def _device_size(path):
         os.close(fd)
 
 
-def probe(usb_path, root='/'):
+def probe(usb_path, root='/', identity=None):
     """The node's disk as it is now: DiskInfo, or None when it is not there (yet).
 
     Raises DiskError when something is there but cannot be proven to be the node's gadget disk:
-    never falls back to any other disk.
+    never falls back to any other disk. identity, when given, is (description, accept(vendor,
+    model)) for a disk other than the CM4 gadget (the RP2040 boot ROM's drive).
     """
     check_usb_path(usb_path)
     usb_link = _join(root, 'sys/bus/usb/devices', usb_path)
@@ -196,7 +197,10 @@ def probe(usb_path, root='/'):
     vendor = _read(os.path.join(cand.block_dir, 'device', 'vendor'))
     if vendor is None:
         vendor = _read(os.path.join(scsi_dir, 'vendor'), '')
-    if model != GADGET_MODEL and vendor != LEGACY_VENDOR:
+    if identity is not None:
+        if not identity[1](vendor, model):
+            raise DiskError('%s reports vendor %r model %r, not %s: refusing it' % (where, vendor, model, identity[0]))
+    elif model != GADGET_MODEL and vendor != LEGACY_VENDOR:
         raise DiskError('%s reports vendor %r model %r, not the CM4 gadget (model %s or vendor %s): refusing it'
                         % (where, vendor, model, GADGET_MODEL, LEGACY_VENDOR))
     sectors = _read(os.path.join(cand.block_dir, 'size'))

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """An exclusive lock shared by every process on the controller that talks to one device.
 
-flock() on a file named after the device: the kernel drops it when the holder dies, so a killed
-ansible-playbook never leaves the hat locked.
+flock() on a file: the kernel drops it when the holder dies, so a killed ansible-playbook never
+leaves the hat locked. A device reachable by several paths (the RP2040 answers on USB and on the
+Pi's UART5) is locked by its identity, not by the path in use: see hat_lock_path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 import time
 
 DEFAULT_LOCK_DIR = '/run/lock'
+DEFAULT_HAT = 'hat0'
+HAT_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
 
 
 class LockTimeout(Exception):
@@ -29,6 +32,19 @@ def lock_path_for(device, lock_dir=DEFAULT_LOCK_DIR):
         target = os.path.realpath(device)
     name = re.sub(r'[^A-Za-z0-9_.-]+', '_', target).strip('_') or 'device'
     return os.path.join(lock_dir, 'minicluster-cm4.%s.lock' % name)
+
+
+def check_hat_name(hat):
+    """A hat identity usable in a file name: letters, digits, '_', '.', '-' (at most 64)."""
+    if not isinstance(hat, str) or not HAT_NAME_RE.match(hat):
+        raise ValueError('hat %r is not a hat name: use letters, digits, "_", "." or "-" (at most 64, '
+                         'starting with a letter or digit), e.g. hat0' % (hat,))
+    return hat
+
+
+def hat_lock_path(hat=DEFAULT_HAT, lock_dir=DEFAULT_LOCK_DIR):
+    """The lock of one hat, whichever of its RP2040's paths (USB CDC, UART5) a process opens."""
+    return os.path.join(lock_dir, 'minicluster-cm4.%s.lock' % check_hat_name(hat))
 
 
 class DeviceLock(object):

@@ -9,11 +9,18 @@ It cannot report its pins and keeps one *selected channel* as global state, so e
 under an exclusive lock shared by all processes on the controller, and a channel is always
 selected inside the same locked exchange as the command that depends on it.
 
+The same console answers on two paths: USB CDC behind the hat's hub (/dev/ttyACM0) and the
+RP2040's UART1, wired to the Pi's UART5. The lock belongs to the hat, not to a path, so two
+processes on the two paths still take turns. When the USB console does not exist (the hub held in
+reset by the EEPROM jumpers, or not configured yet) a session falls back to the UART path.
+
 Channels are the firmware's 0..3. Node numbers never reach this file.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import time
 
@@ -25,7 +32,8 @@ except ImportError as exc:  # pragma: no cover - depends on the controller
     HAS_PYSERIAL = False
     PYSERIAL_IMPORT_ERROR = exc
 
-from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DeviceLock, lock_path_for, DEFAULT_LOCK_DIR
+from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import (
+    DEFAULT_HAT, DEFAULT_LOCK_DIR, DeviceLock, hat_lock_path)
 
 CHANNELS = (0, 1, 2, 3)
 
@@ -54,6 +62,11 @@ REFUSALS = re.compile(r'Unrecognised command: ?(.?)|Unknown input channel')
 # 'r' holds RUN low for 100 ms before it answers; 'a' averages 4 x 1000 ADC samples.
 DEFAULT_TIMEOUT = 2.0
 DRAIN_QUIET = 0.03
+DEFAULT_PORT = '/dev/ttyACM0'
+# The stable name the hat role gives the Pi's UART5 (the RP2040's UART1).
+DEFAULT_UART_PORT = '/dev/cm4hat-uart'
+# open() errors that mean "this device does not exist now", the only ones that allow the fallback.
+ABSENT_ERRNOS = (errno.ENOENT, errno.ENODEV, errno.ENXIO)
 
 
 class ConsoleError(Exception):
@@ -108,29 +121,59 @@ def parse_sample(line):
 class RP2040Console(object):
     """One locked conversation with the firmware: use as a context manager."""
 
-    def __init__(self, port, lock_timeout=30.0, lock_dir=DEFAULT_LOCK_DIR, timeout=DEFAULT_TIMEOUT, baudrate=115200):
+    def __init__(self, port, lock_timeout=30.0, lock_dir=DEFAULT_LOCK_DIR, timeout=DEFAULT_TIMEOUT, baudrate=115200,
+                 fallback_port=None, hat=DEFAULT_HAT):
         self.port = port
+        self.fallback_port = fallback_port or None
         self.timeout = timeout
         self.baudrate = baudrate
-        self.lock = DeviceLock(lock_path_for(port, lock_dir), lock_timeout)
+        self.lock = DeviceLock(hat_lock_path(hat, lock_dir), lock_timeout)
         self.selected = None
         self.sent = []
+        self.used_port = None
         self._serial = None
         self._quiet = False
 
+    @property
+    def path_name(self):
+        """'uart' when the session runs over the fallback (UART) port, 'usb' otherwise."""
+        if self.used_port is not None and self.used_port == self.fallback_port:
+            return 'uart'
+        return 'usb' if self.used_port is not None else None
+
     # -- session ----------------------------------------------------------------------------
+    def _open_one(self, port):
+        # Short reads: every wait below has its own deadline.
+        return serial.serial_for_url(port, baudrate=self.baudrate, timeout=0.05, write_timeout=self.timeout)
+
+    @staticmethod
+    def _absent(port, exc):
+        if '://' not in port and not os.path.exists(port):
+            return True
+        return getattr(exc, 'errno', None) in ABSENT_ERRNOS
+
     def open(self):
         if not HAS_PYSERIAL:
             raise ConsoleError('the pyserial Python library is missing on the controller: install python3-serial '
                                '(or pip install pyserial)')
         self.lock.acquire()
-        try:
-            # Short reads: every wait below has its own deadline.
-            self._serial = serial.serial_for_url(self.port, baudrate=self.baudrate, timeout=0.05, write_timeout=self.timeout)
-        except (serial.SerialException, OSError, ValueError) as exc:
+        ports = [self.port] + ([self.fallback_port] if self.fallback_port and self.fallback_port != self.port else [])
+        failures = []
+        for port in ports:
+            try:
+                self._serial = self._open_one(port)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                failures.append('%s: %s' % (port, getattr(exc, 'strerror', None) or exc))
+                if self._absent(port, exc):
+                    continue
+                break
+            self.used_port = port
+            break
+        if self._serial is None:
             self.lock.release()
-            raise ConsoleError('cannot open the RP2040 console %s: %s; is the hat connected and the port right?'
-                               % (self.port, getattr(exc, 'strerror', None) or exc))
+            raise ConsoleError('cannot open the RP2040 console %s; is the hat connected and the port right%s?'
+                               % ('; nor its UART path '.join(failures),
+                                  ' (the UART path needs the hat role)' if len(failures) > 1 else ''))
         # Another program may have left the firmware on any channel.
         self.selected = None
         self._quiet = False
@@ -194,7 +237,7 @@ class RP2040Console(object):
                 self._quiet = False
                 seen = data.decode('ascii', errors='replace').strip()
                 raise ConsoleError('no reply to %r from the RP2040 on %s within %.1fs (%s); is it running the stock firmware?'
-                                   % (command, self.port, self.timeout, 'got %r' % seen[-60:] if seen else 'silent'))
+                                   % (command, self.used_port, self.timeout, 'got %r' % seen[-60:] if seen else 'silent'))
             data += self._serial.read(self._serial.in_waiting or 1)
 
     # -- commands ---------------------------------------------------------------------------
@@ -205,7 +248,7 @@ class RP2040Console(object):
             return
         got = int(self.exchange('c%d' % channel, SELECTED_RE).group(1))
         if got != channel:
-            raise ConsoleError('the RP2040 on %s switched to channel %d, not %d' % (self.port, got, channel))
+            raise ConsoleError('the RP2040 on %s switched to channel %d, not %d' % (self.used_port, got, channel))
         self.selected = channel
 
     def pin(self, channel, command):
@@ -214,7 +257,7 @@ class RP2040Console(object):
         got = int(self.exchange(command, REPLIES[command]).group(1))
         if got != channel:
             self.selected = None
-            raise ConsoleError('the RP2040 on %s answered %r for channel %d, expected %d' % (self.port, command, got, channel))
+            raise ConsoleError('the RP2040 on %s answered %r for channel %d, expected %d' % (self.used_port, command, got, channel))
 
     def averages(self):
         """ADC averages of the four channels in reported units (millivolts labelled mA)."""

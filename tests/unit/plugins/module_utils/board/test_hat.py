@@ -118,7 +118,8 @@ def test_memory_persists_boot_mode(board, tmp_path):
 def test_node_found_off_forgets_boot_mode(board):
     board.ensure([2], 'on', boot_mode='usb')
     board.fw.en[1] = False  # an RP2040 reset, or someone else
-    assert board.status()[2] == {'power': 'off', 'boot_mode': None, 'current_ma': 1.5}
+    status = board.status()[2]
+    assert (status['power'], status['boot_mode'], status['current_ma']) == ('off', None, 1.5)
 
 
 def test_stagger_spaces_power_ons(board):
@@ -131,3 +132,65 @@ def test_ma_per_unit_scales(board):
     board.ma_per_unit = 2.0
     board.ensure([1], 'on')
     assert board.status()[1]['current_ma'] == 1000.0
+
+
+def test_off_baseline_learned_when_switching_off(board):
+    """A node with an NVMe drive draws 120 units while off: above the absolute threshold, yet off."""
+    board.fw.currents_off[0] = 120.0
+    # Never switched by this controller, no calibration: 120 above zero reads as on.
+    assert board.status()[1]['power'] == 'on'
+    board.ensure([1], 'off')
+    assert board.fw.en[0] is False
+    status = board.status()[1]
+    assert (status['power'], status['baseline_ma']) == ('off', 120.0)
+    # Switched on it draws 500: on, and switching on again sends nothing.
+    board.ensure([1], 'on')
+    assert board.status()[1]['power'] == 'on'
+    n = len(board.fw.log)
+    assert not board.ensure([1], 'on')[1]['changed']
+    assert [x[0] for x in board.fw.log[n:]] == ['a']
+
+
+def test_calibrated_baseline_and_gain_are_used(board, tmp_path):
+    from ansible_collections.minicluster.cm4.plugins.module_utils.board import calibration
+    calibration.save(str(tmp_path / 'state'), 'hat0', {1: {'ma_per_unit': 2.0, 'baseline_units': 100.0}})
+    board.fw.currents_off[0] = 110.0
+    status = board.status()
+    assert (status[1]['power'], status[1]['current_ma'], status[1]['baseline_ma']) == ('off', 220.0, 200.0)
+    # Other nodes keep the default of 1 mA per unit.
+    assert status[2]['current_ma'] == 1.5
+    board.ensure([1], 'on')
+    assert board.status()[1]['current_ma'] == 1000.0
+
+
+def test_two_paths_of_one_hat_share_one_lock_and_memory(tmp_path, monkeypatch):
+    fw = FirmwareSerial()
+    opened = []
+
+    def open_port(port, **kwargs):
+        opened.append(port)
+        if port == '/dev/ttyACM0':
+            raise rp2040.serial.SerialException(2, 'could not open port /dev/ttyACM0: No such file or directory')
+        return fw
+    monkeypatch.setattr(rp2040.serial, 'serial_for_url', open_port)
+    usb = hatmod.Hat('/dev/ttyACM0', uart_port='/dev/cm4hat-uart', lock_dir=str(tmp_path / 'lock'),
+                     state_dir=str(tmp_path / 'state'), sleep=lambda s: None)
+    usb.ensure([3], 'off', boot_mode='usb')
+    assert opened[:2] == ['/dev/ttyACM0', '/dev/cm4hat-uart']
+    assert (usb.used_port, usb.path_name) == ('/dev/cm4hat-uart', 'uart')
+    uart = hatmod.Hat('/dev/cm4hat-uart', lock_dir=str(tmp_path / 'lock'), state_dir=str(tmp_path / 'state'))
+    assert uart.status()[3]['boot_mode'] == 'usb'
+    assert uart.path_name == 'usb' or uart.used_port == '/dev/cm4hat-uart'
+    assert [p.name for p in (tmp_path / 'lock').iterdir()] == ['minicluster-cm4.hat0.lock']
+
+
+def test_console_on_port_that_exists_but_fails_does_not_fall_back(tmp_path, monkeypatch):
+    def open_port(port, **kwargs):
+        raise rp2040.serial.SerialException(13, 'could not open port: Permission denied')
+    monkeypatch.setattr(rp2040.serial, 'serial_for_url', open_port)
+    monkeypatch.setattr(rp2040.os.path, 'exists', lambda p: True)
+    h = hatmod.Hat('/dev/ttyACM0', uart_port='/dev/cm4hat-uart', lock_dir=str(tmp_path / 'lock'),
+                   state_dir=str(tmp_path / 'state'))
+    with pytest.raises(rp2040.ConsoleError, match='Permission denied') as info:
+        h.status()
+    assert 'cm4hat-uart' not in str(info.value)

@@ -62,6 +62,8 @@ class FirmwareSerial(object):
         self.resets = [0] * 4
         self.log = []
         self.currents_on = currents_on
+        # An off node is not at zero: its card's converters and NVMe stay powered.
+        self.currents_off = [1.5] * 4
         self.eol = eol
         self._out = b''
         self._await_digit = False
@@ -115,7 +117,7 @@ class FirmwareSerial(object):
             self.resets[ch] += 1
             self._print('Reseting:%d\n' % ch)
         elif c == 'a':
-            self._print('\n' + ','.join('%f mA' % (self.currents_on if on else 1.5) for on in self.en) + '\n')
+            self._print('\n' + ','.join('%f mA' % (self.currents_on if on else off) for on, off in zip(self.en, self.currents_off)) + '\n')
         elif c == 's':
             self._print('\n0x26C -> 0.499072 V\n')
         elif c in '\r\n':
