@@ -39,7 +39,7 @@ def inventory(state):
                     'ansible_user': 'root', 'ansible_python_interpreter': '/usr/bin/python3',
                     'ansible_ssh_private_key_file': state['key'],
                     'ansible_ssh_common_args': f'-o UserKnownHostsFile={state["known_hosts"]} '
-                                               '-o StrictHostKeyChecking=yes',
+                                               '-o StrictHostKeyChecking=yes -o ServerAliveInterval=5',
                     'hat_controller': 'simulated-controller',
                     # this kernel has no NFS client: fstab only; the pool is used through libnfs below
                     'nfs_client_state': 'present',

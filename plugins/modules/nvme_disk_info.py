@@ -134,7 +134,6 @@ uuid:
 
 import json
 import os
-import stat
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.minicluster.cm4.plugins.module_utils.fleet import datadisk
@@ -190,24 +189,11 @@ def main():
     p = module.params
     try:
         device = datadisk.find(p['device'])
+        path, sysdir, size = datadisk.whole_disk(device)
     except datadisk.DiskError as exc:
         module.fail_json(msg=str(exc))
-    path = os.path.realpath(device)
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        module.fail_json(msg=f'data disk {device}: {exc.strerror}')
-    if not stat.S_ISBLK(st.st_mode):
-        module.fail_json(msg=f'data disk {device} ({path}) is not a block device; check nvme_device')
-    sysdir = f'/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}'
-    if os.path.exists(os.path.join(sysdir, 'partition')):
-        module.fail_json(msg=f'{device} ({path}) is a partition; nvme_device names the whole disk')
+        raise  # not reached: fail_json exits
     model, serial = datadisk.model_serial(device, sysdir)
-    try:
-        with open(path, 'rb') as f:
-            size = f.seek(0, os.SEEK_END)
-    except OSError as exc:
-        module.fail_json(msg=f'data disk {device} ({path}) cannot be read: {exc.strerror}')
 
     blkid = module.get_bin_path('blkid', required=True)
     partx = module.get_bin_path('partx', required=True)

@@ -311,7 +311,9 @@ def write_inventory(layout: dict) -> None:
                     'ansible_ssh_private_key_file': layout['key'],
                     'ansible_ssh_common_args': (
                         f'-o UserKnownHostsFile={layout["known_hosts"]} '
-                        '-o StrictHostKeyChecking=yes -o ConnectTimeout=5'),
+                        '-o StrictHostKeyChecking=yes -o ConnectTimeout=5 '
+                        # a node that drops off the switch is reported unreachable, not waited on
+                        '-o ServerAliveInterval=5 -o ServerAliveCountMax=3'),
                     'hat_controller': 'cm4-controller'},
                 'hosts': nodes}}}}
     try:

@@ -123,7 +123,7 @@ def _configure(root: Path) -> None:
         'Before=local-fs-pre.target sysinit.target\n'
         'ConditionPathExists=/etc/fleet/disk.json\n\n'
         '[Service]\n'
-        'ExecStart=/usr/local/sbin/fleet-disklinks\n'
+        'ExecStart=/usr/bin/python3 /usr/local/sbin/fleet-disklinks\n'
         'Restart=always\n\n'
         '[Install]\n'
         'WantedBy=sysinit.target\n')

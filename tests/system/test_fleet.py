@@ -111,7 +111,8 @@ def test_check_mode_predicts_the_real_run_and_the_second_run_changes_nothing(fle
     assert rc == 0, failures(predicted)
     rc, real = play(fleet)
     assert rc == 0, failures(real)
-    assert changed_tasks(predicted) == changed_tasks(real)
+    for host in ('node1', 'node2'):
+        assert changed_tasks(predicted)[host] == changed_tasks(real)[host], host
     assert 'Make the GPT data partition' in changed_tasks(real)['node1']
     assert 'Mount the shares' in changed_tasks(real)['node2']
     started = ssh(fleet, 'node1', 'systemctl show -p InvocationID --value nfs-ganesha').stdout
@@ -216,7 +217,7 @@ def test_a_node_lost_mid_play_leaves_the_others_done_and_a_rerun_finishes(fleet)
     text = ''.join(lines)
     assert proc.returncode != 0
     recap = text[text.index('PLAY RECAP'):]
-    assert [l.split() for l in recap.splitlines() if l.startswith('node2')][0][3] == 'unreachable=1'
+    assert 'unreachable=1' in [l.split() for l in recap.splitlines() if l.startswith('node2')][0]
     node1 = [l.split() for l in recap.splitlines() if l.startswith('node1')][0]
     assert 'failed=0' in node1 and 'unreachable=0' in node1
     time.sleep(1)

@@ -13,6 +13,7 @@ import glob
 import os
 import re
 import shlex
+import stat
 
 BY_ID = '/dev/disk/by-id'
 # udev makes nvme-<model>_<serial> plus nvme-eui.<id> / nvme-nvme.<id> aliases of the same disk.
@@ -52,6 +53,26 @@ def find(device=None, by_id_dir=BY_ID):
         raise DiskError(f'{len(found)} NVMe disks ({", ".join(found)}); set nvme_device to the '
                         f'data disk')
     return found[0]
+
+
+def whole_disk(device):
+    """(kernel device path, its sysfs directory, size in bytes) of a whole disk, or DiskError."""
+    path = os.path.realpath(device)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise DiskError(f'data disk {device}: {exc.strerror}') from None
+    if not stat.S_ISBLK(st.st_mode):
+        raise DiskError(f'data disk {device} ({path}) is not a block device; check nvme_device')
+    sysdir = f'/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}'
+    if os.path.exists(os.path.join(sysdir, 'partition')):
+        raise DiskError(f'{device} ({path}) is a partition; nvme_device names the whole disk')
+    try:
+        with open(path, 'rb') as f:
+            size = f.seek(0, os.SEEK_END)
+    except OSError as exc:
+        raise DiskError(f'data disk {device} ({path}) cannot be read: {exc.strerror}') from None
+    return path, sysdir, size
 
 
 def model_serial(by_id_path, sysdir):

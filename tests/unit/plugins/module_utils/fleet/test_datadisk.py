@@ -121,3 +121,10 @@ def test_model_and_serial_fall_back_to_the_by_id_name(tmp_path):
     (dev / 'model').write_text('Samsung SSD 980 500GB  \n')
     (dev / 'serial').write_text('S64DNF0R123456\n')
     assert datadisk.model_serial('/dev/nvme0n1', str(tmp_path)) == ('Samsung SSD 980 500GB', 'S64DNF0R123456')
+
+
+def test_a_regular_file_is_not_a_disk(tmp_path):
+    f = tmp_path / 'disk.img'
+    f.write_bytes(b'\0' * 4096)
+    with pytest.raises(datadisk.DiskError, match='is not a block device; check nvme_device'):
+        datadisk.whole_disk(str(f))
