@@ -56,11 +56,11 @@ class Node:
 
     def run(self, role, env=None):
         return subprocess.run(self.args(role), env=dict(os.environ, **(env or {})), capture_output=True, text=True,
-                              timeout=60)
+                              timeout=60, check=False)
 
     def kubectl(self, *args):
         return subprocess.run([sys.executable, str(DOUBLE), 'kubectl', '--kubeconfig', str(self.kubeconfig)] + list(args),
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=30, check=False)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
