@@ -163,7 +163,7 @@ options:
         description:
           - The user's password as a crypt(3) hash (C(mkpasswd -m sha-512)), never the clear password. Never shown
             in output. Mutually exclusive with O(firstboot.password).
-          - The hash is part of the node's record: give the same hash on every run (a stored one, or the
+          - The hash is part of the node's record, so give the same hash on every run (a stored one, or the
             C(password_hash) filter with a fixed salt), or every run reflashes the node.
         type: str
       password:
