@@ -12,13 +12,17 @@ COLL_LINK := $(COLLECTIONS)/ansible_collections/minicluster/cm4
 # ansible-test resolves its working directory, so it runs in a copy.
 TEST_COPY := $(BUILD)/test/ansible_collections/minicluster/cm4
 APT_PACKAGES := mtools dosfstools fdisk e2fsprogs xz-utils zstd bmap-tools rsync debootstrap systemd-container iproute2 openssh-client libnfs-utils
+# Telemetry tests: a real Prometheus and promtool, InfluxDB 1.x, and a headless browser.
+APT_PACKAGES += prometheus influxdb chromium
+# The network flash: its payload is built from Debian arm64 packages, its agent tested in QEMU.
+APT_PACKAGES += qemu-system-arm device-tree-compiler
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := true
 export ANSIBLE_NOCOLOR := $(if $(CI),1,)
 export PYTHONPATH := $(abspath tests):$(COLLECTIONS)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: test-copy all demo demo-fleet test sanity units pytest molecule bench lint build clean apt venv collection
+.PHONY: test-copy all demo demo-fleet test sanity units pytest molecule bench lint build clean apt venv collection payload netflash-qemu
 
 all: test
 
@@ -70,6 +74,15 @@ units: venv $(GET_PIP) test-copy
 
 pytest: venv apt collection
 	$(BIN)/pytest -q tests/system
+	$(BIN)/pytest -q -m 'not qemu_many' tests/netflash
+
+# The network flash's payload (.build/payload/cm4-<key>/), rebuilt only when an input changes.
+payload: venv apt
+	$(BIN)/python tools/payload/build.py --profile cm4
+
+# Every QEMU run of the network flash agent (zstd, faults, two guests): slow under emulation.
+netflash-qemu: venv apt collection
+	$(BIN)/pytest -q tests/netflash
 
 molecule: venv apt collection
 	cd extensions && $(abspath $(BIN))/molecule test --all
@@ -94,3 +107,8 @@ build: venv
 
 clean:
 	rm -rf $(BUILD) tests/output
+
+# Telemetry: a full reading of the hat from the service against the hat_info module, and how long
+# the service keeps the console locked.
+telemetry-bench: venv apt collection
+	$(BIN)/python tools/telemetry_bench.py

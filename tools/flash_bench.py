@@ -34,6 +34,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,7 +43,7 @@ COLLECTIONS = os.path.join(ROOT, '.build', 'collections')
 if os.path.isdir(COLLECTIONS) and COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 
-from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline, source  # noqa: E402
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline, source, xzblocks  # noqa: E402
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.bmap import parse_bmap  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -278,15 +279,121 @@ def run_ours_single(xz, bmap, targets):
     return run_ours(xz, bmap, targets, threads=1)
 
 
-METHODS = (('ours', run_ours), ('dd', run_dd), ('bmaptool', run_bmaptool), ('ours/1', run_ours_single))
+class SharedLink:
+    """One link every target's bytes cross in turn (the hat's single USB 2.0 upstream): a caller
+    charging n bytes waits until the link would have carried them at `rate` bytes/s."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.free_at = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def charge(self, nbytes):
+        with self.lock:
+            self.free_at = max(self.free_at, time.perf_counter()) + nbytes / self.rate
+            wait = self.free_at - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
 
 
-def measure(name, fn, xz, bmap_path, targets):
+def run_usb(xz, bmap, targets, model):
+    """ours behind the USB link: every written byte is charged to one shared link as the writers
+    report it (their progress calls are serialised, so a charge holds back all four), and every
+    byte read back for verification is charged after the write, as it crosses the same link."""
+    link = SharedLink(model['usb_rate'])
+    done = {}
+
+    def progress(name, written, total):
+        link.charge(written - done.get(name, 0))
+        done[name] = written
+
+    results = pipeline.flash(xz, targets, bmap_path=bmap, verify=True, progress=progress)
+    bad = [r.error for r in results.values() if not r.ok]
+    if bad:
+        raise RuntimeError('usb failed: %s' % '; '.join(bad))
+    link.charge(sum(r.bytes_verified or 0 for r in results.values()))
+    return {'counted': sum(r.bytes_written for r in results.values()),
+            'self_verified': sum(1 for r in results.values() if r.verified)}
+
+
+def decode_rate(xz):
+    """Seconds one xz thread takes here to decode the whole image, measured."""
+    started = time.perf_counter()
+    with open(os.devnull, 'wb') as null:
+        subprocess.run(['xz', '-dc', '-T1', xz], stdout=null, check=True)
+    return time.perf_counter() - started
+
+
+def serve_four(xz, bmap_path):
+    """The controller's side for real: one NetflashRun on loopback serving the .xz to four
+    concurrent clients that read it to the end. Returns the seconds it took."""
+    from ansible_collections.minicluster.cm4.plugins.module_utils.flash.netserver import NetflashRun, Plan
+    import urllib.request
+    bmap = parse_bmap(bmap_path)
+    serials = ['%016x' % (0x10000000c0de0000 + n) for n in range(NODES)]
+    plans = [Plan.from_bmap(s, '/dev/mmcblk0', 'xz', bmap) for s in serials]
+    errors = []
+
+    def client(url):
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                while r.read(1 << 20):
+                    pass
+        except OSError as exc:
+            errors.append(str(exc))
+
+    with NetflashRun('127.0.0.1', 0, plans, xz) as run:
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(run.url + p.image_path,)) for p in plans]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.perf_counter() - started
+    if errors:
+        raise RuntimeError('serving failed: %s' % errors[0])
+    return seconds
+
+
+def run_network(xz, bmap_path, targets, model):
+    """Method network, modelled where this machine has no CM4: the controller serves for real;
+    each node's streaming phase lasts as long as its slowest stage (its share of the gigabit
+    link, its decoder at the measured speed scaled to a CM4, its eMMC write rate), then it reads
+    its ranges back at the eMMC read rate; before that, the payload crosses USB once per node."""
+    bmap = parse_bmap(bmap_path)
+    mapped, size, xz_size = bmap.mapped_size, bmap.image_size, os.stat(xz).st_size
+    single = decode_rate(xz)
+    # xz -T0 on the node decodes a multi-block .xz on its four cores, a single block on one.
+    fd = os.open(xz, os.O_RDONLY)
+    try:
+        blocks = xzblocks.parse_blocks(fd, xz_size) or []
+    finally:
+        os.close(fd)
+    threads = min(model['node_cores'], max(1, len(blocks)))
+    node_decode = size / single * threads / model['node_cpu_factor']
+    stages = {'link': xz_size / (model['link_rate'] / NODES), 'decoder': size / node_decode,
+              'emmc write': mapped / model['emmc_write']}
+    serve = serve_four(xz, bmap_path)
+    stream = max(*stages.values(), serve)
+    bound = max(stages, key=stages.get) if stream > serve else 'controller serving'
+    payload = NODES * model['payload_size'] / model['usb_rate']
+    verify = mapped / model['emmc_read']
+    return {'modelled': payload + model['node_boot'] + stream + verify,
+            'note': 'payload %.1f s + boot %.1f s + stream %.1f s (bound: %s; serving measured %.2f s) + '
+                    'read-back %.1f s' % (payload, model['node_boot'], stream, bound, serve, verify)}
+
+
+METHODS = (('ours', run_ours), ('dd', run_dd), ('bmaptool', run_bmaptool), ('ours/1', run_ours_single),
+           ('usb', run_usb), ('network', run_network))
+MODELLED = ('usb', 'network')
+
+
+def measure(name, fn, xz, bmap_path, targets, model=None):
     os.sync()
     wall0, self0, child0 = time.perf_counter(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
-    extra = fn(xz, bmap_path, targets)
+    extra = fn(xz, bmap_path, targets, model) if name in MODELLED else fn(xz, bmap_path, targets)
     reap()
-    wall = time.perf_counter() - wall0
+    wall = extra.pop('modelled', None) or time.perf_counter() - wall0
     cpu_s = (cpu(resource.RUSAGE_SELF) - self0) + (cpu(resource.RUSAGE_CHILDREN) - child0)
     return dict(extra, name=name, wall=wall, cpu=cpu_s, written=allocated(targets))
 
@@ -302,9 +409,31 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=1)
     parser.add_argument('--emmc-size', default='8G', help='target size (default 8G, a CM4 eMMC)')
     parser.add_argument('--dir', default=os.path.join(ROOT, '.build', 'bench'))
-    parser.add_argument('--methods', default='ours,dd,bmaptool,ours/1',
-                        help='comma-separated subset of ours,dd,bmaptool,ours/1')
+    parser.add_argument('--methods', default='ours,dd,bmaptool,ours/1,usb,network',
+                        help='comma-separated subset of ours,dd,bmaptool,ours/1,usb,network')
+    parser.add_argument('--usb-rate', type=float, default=40.0,
+                        help='MB/s the hat\'s one USB 2.0 upstream carries for all nodes (default 40)')
+    parser.add_argument('--link-rate', type=float, default=112.0,
+                        help='MB/s of the controller\'s gigabit port (default 112)')
+    parser.add_argument('--emmc-write', type=float, default=25.0, help='MB/s a CM4 eMMC writes (default 25)')
+    parser.add_argument('--emmc-read', type=float, default=80.0, help='MB/s a CM4 eMMC reads (default 80)')
+    parser.add_argument('--node-cpu-factor', type=float, default=3.0,
+                        help='how many times slower a CM4 core decodes than one core here (default 3, an '
+                             'assumption)')
+    parser.add_argument('--node-boot', type=float, default=8.0,
+                        help='seconds from payload loaded to agent streaming (default 8)')
+    parser.add_argument('--payload-size', default='40M', help='size of the boot.img rpiboot sends (default 40M)')
     args = parser.parse_args(argv)
+    for name in ('usb_rate', 'link_rate', 'emmc_write', 'emmc_read', 'node_cpu_factor'):
+        value = getattr(args, name)
+        if not (value > 0 and value != float('inf')):
+            parser.error('--%s must be a positive finite number' % name.replace('_', '-'))
+    if not 0 <= args.node_boot < 3600:
+        parser.error('--node-boot must be 0 to 3600 seconds')
+    model = {'usb_rate': args.usb_rate * 1e6, 'link_rate': args.link_rate * 1e6, 'node_cores': 4,
+             'emmc_write': args.emmc_write * 1e6, 'emmc_read': args.emmc_read * 1e6,
+             'node_cpu_factor': args.node_cpu_factor, 'node_boot': args.node_boot,
+             'payload_size': parse_size(args.payload_size)}
 
     def log(msg):
         print(msg, flush=True)
@@ -343,11 +472,16 @@ def main(argv=None):
         if name not in wanted:
             continue
         targets = fresh_targets(os.path.join(args.dir, 'targets'), emmc_size)
-        rows[name] = row = measure(name, fn, xz, bmap_path, targets)
+        rows[name] = row = measure(name, fn, xz, bmap_path, targets, model)
+        if name == 'network':
+            log('%-9s wall %7.2f s  modelled: %s' % (name, row['wall'], row['note']))
+            continue
         verified[name] = count_verified(targets, bmap, manifest['content_digest'])
         note = ''
         if 'counted' in row:
             note = ' (pwrite count %s)' % human(row['counted'])
+        if name == 'usb':
+            note += ' (behind one %.0f MB/s link)' % args.usb_rate
         log('%-9s wall %7.2f s  cpu %7.2f s  written %s%s  written/mapped %.2f  verified %d/%d'
             % (name, row['wall'], row['cpu'], human(row['written']), note,
                row['written'] / (NODES * mapped), verified[name], NODES))
@@ -363,9 +497,10 @@ def main(argv=None):
     if 'ours/1' in rows:
         log('with one decoder thread: ours/dd=%s ours/bmaptool=%s'
             % (ratio('dd', 'ours/1'), ratio('bmaptool', 'ours/1')))
-    print('flash-bench ours/dd=%s ours/bmaptool=%s written/mapped=%.2f verified=%d/%d'
+    tail = ' network/usb=%s' % ratio('usb', 'network') if 'usb' in rows and 'network' in rows else ''
+    print('flash-bench ours/dd=%s ours/bmaptool=%s written/mapped=%.2f verified=%d/%d%s'
           % (ratio('dd'), ratio('bmaptool'), rows['ours']['written'] / (NODES * mapped),
-             verified['ours'], NODES), flush=True)
+             verified['ours'], NODES, tail), flush=True)
     return 0
 
 

@@ -82,6 +82,13 @@ options:
       - PWM base frequency in Hz (PWM_BASE). 4-pin fans expect about 25 kHz, hence V(26000).
     type: int
     choices: [26000, 19531, 4882, 2441]
+  lock_dir:
+    description:
+      - Directory of the fan's owner file. While the telemetry service's fan curve drives the fan it
+        holds this file and the module refuses to write (one owner of the fan at a time); stop the
+        service or disable its fan curve first. The module holds the file itself while it writes.
+    type: path
+    default: /run/lock
   registers:
     description:
       - Raw register values for anything else, register to value (both integers, or strings such as
@@ -191,6 +198,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import emc2301
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
+from ansible_collections.minicluster.cm4.plugins.module_utils.telemetry.fanowner import FanOwned, FanOwner, owner_path
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 
 
@@ -219,17 +228,20 @@ def check_input(p):
     i2c.parse_bus(p['i2c_bus'])
     if not 0x03 <= p['address'] <= 0x77:
         raise ValueError('address 0x%x is outside the I2C addresses 0x03..0x77' % p['address'])
+    # required_if counts an option given as null as given: check the values.
+    if p['mode'] == 'pwm' and p['duty_percent'] is None:
+        raise ValueError('mode=pwm needs duty_percent (0 to 100)')
+    if p['mode'] == 'rpm' and p['target_rpm'] is None:
+        raise ValueError('mode=rpm needs target_rpm')
     if p['duty_percent'] is not None:
         if p['mode'] != 'pwm':
             raise ValueError('duty_percent applies to mode=pwm only')
-        if not 0 <= p['duty_percent'] <= 100:
-            raise ValueError('duty_percent %s is outside 0..100' % p['duty_percent'])
+        validate.number('duty_percent', p['duty_percent'], 0, 100, unit='%')
     if p['target_rpm'] is not None:
         if p['mode'] != 'rpm':
             raise ValueError('target_rpm applies to mode=rpm only')
         emc2301.range_for_rpm(p['target_rpm'])
-    if p['min_drive_percent'] is not None and not 0 <= p['min_drive_percent'] <= 100:
-        raise ValueError('min_drive_percent %s is outside 0..100' % p['min_drive_percent'])
+    validate.number('min_drive_percent', p['min_drive_percent'], 0, 100, unit='%')
     return parse_registers(p['registers'])
 
 
@@ -276,7 +288,8 @@ def changes(current, want):
 
 
 def main():
-    module = AnsibleModule(
+    module = validate.ansible_module(
+        AnsibleModule,
         argument_spec=dict(
             i2c_bus=dict(type='raw', default='1'),
             address=dict(type='int', default=emc2301.ADDRESS),
@@ -290,6 +303,7 @@ def main():
             update_time_ms=dict(type='int', choices=list(emc2301.UPDATE_TIMES_MS)),
             pwm_frequency=dict(type='int', choices=list(emc2301.PWM_BASE_FREQUENCIES_HZ)),
             registers=dict(type='dict', default={}),
+            lock_dir=dict(type='path', default='/run/lock'),
         ),
         required_if=[('mode', 'pwm', ['duty_percent']), ('mode', 'rpm', ['target_rpm'])],
         supports_check_mode=True,
@@ -300,9 +314,19 @@ def main():
     except (ValueError, emc2301.EMC2301Error) as exc:
         module.fail_json(msg=to_native(exc))
 
+    owner = FanOwner(owner_path(p['i2c_bus'], p['lock_dir']), 'the minicluster.cm4.fan module')
+    try:
+        owner.acquire()
+    except FanOwned as exc:
+        module.fail_json(msg='%s: stop minicluster-cm4-telemetry or set its fan curve off (telemetry_fan_curve), '
+                             'then retry; nothing was written' % to_native(exc))
+    except OSError as exc:
+        module.fail_json(msg='cannot take the fan owner file in %s: %s' % (p['lock_dir'], to_native(exc)))
+
     try:
         bus = i2c.open_bus(p['i2c_bus'])
     except (i2c.I2CError, ValueError) as exc:
+        owner.release()
         module.fail_json(msg=to_native(exc))
 
     where = 'I2C bus %s address 0x%02x' % (bus.name, p['address'])
@@ -347,6 +371,7 @@ def main():
         module.fail_json(msg='I2C transfer with the EMC2301 at %s failed: %s' % (where, to_native(exc)))
     finally:
         bus.close()
+        owner.release()
 
     before_settings = emc2301.describe(current)
     settings = emc2301.describe(after)

@@ -67,7 +67,7 @@ options:
   usb_hub:
     description:
       - sysfs name of the hat's USB2517 hub (for example C(1-1.3)). Unset, the only USB2517 with an
-        RP2040 on its port 1 is used (or the only USB2517 at all, when its port 1 is empty: an RP2040
+        RP2040 on its port 1 is used (or the only USB2517 at all, when its port 1 is empty, as an RP2040
         without firmware does not enumerate).
     type: str
   root:

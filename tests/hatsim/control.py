@@ -43,6 +43,7 @@ class Control(object):
         self.ops = {
             'ping': self.ping, 'state': self.state, 'set': self.set, 'unplug': self.unplug, 'decoys': self.decoys,
             'hub_reset': self.hub_reset, 'power_cycle': self.power_cycle, 'hash': self.hash, 'rpiboot': self.rpiboot, 'console': self.console,
+            'halt': self.halt,
         }
 
     def handle(self, request):
@@ -113,6 +114,9 @@ class Control(object):
             return {'served': False, 'node': None}
         return {'served': True, 'node': node, 'usb_path': self.hat.nodes[node].usb_path,
                 'disk_delay': self.hat.options.disk_delay}
+
+    def halt(self, request):
+        return self.hat.halt(_node(request))
 
     def console(self, request):
         with self.hat.lock:

@@ -11,7 +11,8 @@ to stderr and exit 255, as rpiboot's usage(1) does with exit(-1).
 
 Payloads: `-d` naming a mass-storage-gadget* directory exposes the eMMC as a disk with SCSI model
 `mmcblk0`; no `-d` (or `-d msd`) is the legacy msd (vendor `RPi-MSD-`); any other directory runs
-a payload that exposes no disk.
+a payload that exposes no disk; when that directory holds a boot.img (the netflash payload), the
+node runs the netflash agent's stand-in (hatsim.netflash_node) against its eMMC.
 """
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ def main(argv, sim_dir):
                 say('Loading: %s' % os.path.join(directory, 'boot.img'))
                 say('File read: boot.img')
             say('Second stage boot server done')
+            if directory and payload_of(directory) not in ('mass-storage-gadget', 'msd') \
+                    and os.path.exists(os.path.join(directory, 'boot.img')):
+                start_netflash_node(sim_dir, reply['node'], directory)
             if not opts['loop']:
                 return 0
             deadline = time.monotonic() + timeout
@@ -151,6 +155,15 @@ def main(argv, sim_dir):
             continue
         time.sleep(POLL_S)
     return 0 if served else 1
+
+
+def start_netflash_node(sim_dir, node, directory):
+    """The served node boots the netflash payload: run its stand-in, detached, as the node would."""
+    import subprocess
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    log = open(os.path.join(sim_dir, 'netflash-node%d.log' % node), 'ab')
+    subprocess.Popen([sys.executable, '-m', 'hatsim.netflash_node', sim_dir, str(node), directory],
+                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True)
 
 
 SCRIPT = '''#!{python}

@@ -552,6 +552,21 @@ class Hat(object):
         self.publish()
         return {'disk': name, 'detached': detached}
 
+    def halt(self, n):
+        """The node's OS halted (poweroff with EN still high): the SoC stops, the card stays powered."""
+        with self.lock:
+            node = self.nodes[n]
+            if not node.powered:
+                raise ValueError('node %d is not powered; only a powered node can halt' % n)
+            node.new_epoch()
+            self._drop_usb(node)
+            self._emit(node, '[  OK  ] Reached target System Power Off.\nreboot: Power down\n')
+            node.set_mode('halted')
+            node.halts += 1
+            self.changed()
+        self.publish()
+        return {'mode': 'halted', 'halts': node.halts}
+
     # -- power cycle ------------------------------------------------------------------------------
     def power_cycle(self, keep_options=False, wipe_emmc=False, wipe_eeprom=False, clear_decoys=False, clear_log=False):
         """The whole hat loses power and comes back: as after a fresh start, minus the processes.
@@ -663,6 +678,7 @@ class Hat(object):
                 self._usb_tree()  # fitting them holds it in reset: it leaves the bus
             if 'empty_slots' in changed:
                 self._set_slots(old_empty, set(self.options.empty_slots))
+            self.emc2301.fan.blocked = self.options.fan_blocked
             self.changed()
         self.publish()
         return changed
@@ -686,6 +702,8 @@ class Hat(object):
 
     # -- I2C ---------------------------------------------------------------------------------------
     def _resolve_host(self, addr):
+        if addr in self.options.silent_addresses:
+            return None
         if addr == INA226_ADDRESS:
             return self.ina226
         if addr == EMC2301_ADDRESS:

@@ -13,6 +13,7 @@ Modes of a node:
   usb_loading    rpiboot served it; the payload is starting (the disk appears after disk_delay)
   usb_msd        its eMMC is a USB mass-storage disk on the controller
   usb_payload    rpiboot served a payload that exposes no disk (recovery and the like)
+  halted         its OS powered off while EN stays high (control op `halt`): SoC stopped, PMIC on
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 # the card's eFuse, its converters and an NVMe drive stay powered, so 'off' is small but not zero.
 MODE_MILLIVOLTS = {
     'off': 24.0, 'reset': 300.0, 'booting': 640.0, 'running': 430.0, 'no_boot_media': 390.0,
-    'usb_rom': 375.0, 'usb_loading': 520.0, 'usb_msd': 450.0, 'usb_payload': 470.0,
+    'usb_rom': 375.0, 'usb_loading': 520.0, 'usb_msd': 450.0, 'usb_payload': 470.0, 'halted': 80.0,
 }
 EMPTY_SLOT_MV = 0.15
 WRITE_ACTIVITY_MV = 140.0
@@ -54,6 +55,7 @@ class Node(object):
         self.mode_since = time.monotonic()
         self.usb_boot_at_power_on = None
         self.boots = 0
+        self.halts = 0
         self.epoch = 0
         self.disk = None
         self.hostname = None
@@ -91,7 +93,8 @@ class Node(object):
             base = MODE_MILLIVOLTS['booting']  # services still starting
         if self.mode == 'usb_msd' and now - self.last_write_seen < 1.0:
             base += WRITE_ACTIVITY_MV
-        return max(0.0, base + self.wander + self.rng.gauss(0, 4.0))
+        wander = 0.0 if self.mode == 'halted' else self.wander  # a stopped SoC does no work
+        return max(0.0, base + wander + self.rng.gauss(0, 4.0))
 
     def current_ma(self, ma_per_unit=1.0):
         return self.millivolts() * ma_per_unit
@@ -134,7 +137,7 @@ class Node(object):
             'en': self.en, 'run': self.run, 'nrpiboot': self.nrpiboot, 'usb_boot_at_power_on': self.usb_boot_at_power_on,
             'powered': self.powered, 'present': self.present, 'mode': self.mode,
             'current_ma': round(self.current_ma(ma_per_unit), 3), 'temperature_c': round(self.temperature_c, 3),
-            'disk': self.disk, 'usb_path': self.usb_path, 'boots': self.boots, 'hostname': self.hostname,
+            'disk': self.disk, 'usb_path': self.usb_path, 'boots': self.boots, 'halts': self.halts, 'hostname': self.hostname,
             'payload': self.payload, 'unplugged': self.unplugged, 'emmc': self.emmc_path,
             'allocated_bytes': allocated, 'console_tail': self.console_tail,
         }

@@ -60,6 +60,13 @@ def parse_gains(text):
     return gains
 
 
+def parse_addresses(items):
+    if not isinstance(items, (list, tuple)) or any(isinstance(a, bool) or not isinstance(a, int) or not 0 <= a <= 0x7F
+                                                   for a in items):
+        raise ValueError('silent_addresses must be a list of I2C addresses 0..0x7f, not %r' % (items,))
+    return tuple(sorted(set(items)))
+
+
 class Options(object):
     """Every tunable of the simulated hat, with the defaults the contract documents."""
 
@@ -80,6 +87,10 @@ class Options(object):
         'strict_hub': (False, bool, True),
         'hostnames': ({}, dict, True),
         'imon_gains': ((1.0, 1.0, 1.0, 1.0), parse_gains, True),
+        # Faults, set at run time only: I2C addresses of the host bus that stop answering, and a
+        # fan whose rotor is blocked (the EMC2301 sees no tach pulses and reports a stall).
+        'silent_addresses': ((), parse_addresses, True),
+        'fan_blocked': (False, bool, True),
     }
 
     def __init__(self, **values):

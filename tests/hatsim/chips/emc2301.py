@@ -112,8 +112,11 @@ class Fan4Pin(object):
 
     def __init__(self):
         self.rpm = 0.0
+        self.blocked = False
 
     def target(self, duty):
+        if self.blocked:
+            return 0.0
         if duty < self.STOP_DUTY or (self.rpm < 50.0 and duty < self.START_DUTY):
             return 0.0
         return self.MAX_RPM * min(1.0, duty)
