@@ -198,6 +198,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import emc2301
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.telemetry.fanowner import FanOwned, FanOwner, owner_path
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 
@@ -227,17 +228,20 @@ def check_input(p):
     i2c.parse_bus(p['i2c_bus'])
     if not 0x03 <= p['address'] <= 0x77:
         raise ValueError('address 0x%x is outside the I2C addresses 0x03..0x77' % p['address'])
+    # required_if counts an option given as null as given: check the values.
+    if p['mode'] == 'pwm' and p['duty_percent'] is None:
+        raise ValueError('mode=pwm needs duty_percent (0 to 100)')
+    if p['mode'] == 'rpm' and p['target_rpm'] is None:
+        raise ValueError('mode=rpm needs target_rpm')
     if p['duty_percent'] is not None:
         if p['mode'] != 'pwm':
             raise ValueError('duty_percent applies to mode=pwm only')
-        if not 0 <= p['duty_percent'] <= 100:
-            raise ValueError('duty_percent %s is outside 0..100' % p['duty_percent'])
+        validate.number('duty_percent', p['duty_percent'], 0, 100, unit='%')
     if p['target_rpm'] is not None:
         if p['mode'] != 'rpm':
             raise ValueError('target_rpm applies to mode=rpm only')
         emc2301.range_for_rpm(p['target_rpm'])
-    if p['min_drive_percent'] is not None and not 0 <= p['min_drive_percent'] <= 100:
-        raise ValueError('min_drive_percent %s is outside 0..100' % p['min_drive_percent'])
+    validate.number('min_drive_percent', p['min_drive_percent'], 0, 100, unit='%')
     return parse_registers(p['registers'])
 
 
@@ -284,7 +288,8 @@ def changes(current, want):
 
 
 def main():
-    module = AnsibleModule(
+    module = validate.ansible_module(
+        AnsibleModule,
         argument_spec=dict(
             i2c_bus=dict(type='raw', default='1'),
             address=dict(type='int', default=emc2301.ADDRESS),

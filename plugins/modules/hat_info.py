@@ -200,6 +200,7 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.board import usb a
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, NODES
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import emc2301, ina226, tmp117
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import LockTimeout
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 import ConsoleError
@@ -283,7 +284,7 @@ def main():
         usb_hub=dict(type='str'),
         root=dict(type='path', default='/'),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = validate.ansible_module(AnsibleModule, argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     warnings = []
     try:

@@ -153,8 +153,16 @@ options:
         type: str
       password_hash:
         description:
-          - The user's password as a crypt(3) hash (C(mkpasswd -m sha-512), or the C(password_hash) filter),
-            never the clear password. Never shown in output.
+          - The user's password as a crypt(3) hash (C(mkpasswd -m sha-512)), never the clear password. Never shown
+            in output. Mutually exclusive with O(firstboot.password).
+          - The hash is part of the node's record: give the same hash on every run (a stored one, or the
+            C(password_hash) filter with a fixed salt), or every run reflashes the node.
+        type: str
+      password:
+        description:
+          - The user's clear password, for example from a vault. The module hashes it (SHA-512 crypt) with a salt
+            derived from the password, the node number and the user, so the hash is the same on every run and a
+            second run does not reflash. Needs passlib (or Python's crypt) on the controller. Never shown in output.
         type: str
       ssh_authorized_keys:
         description:
@@ -230,11 +238,20 @@ EXAMPLES = r'''
     firstboot:
       hostname: "node{node}"
       user: admin
-      password_hash: "{{ vault_admin_password | password_hash('sha512') }}"
+      # Hashed on the controller with a stable salt: the second run changes nothing.
+      password: "{{ vault_admin_password }}"
       ssh_authorized_keys:
         - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
     wait_for: "login:"
     consoles: {1: /dev/ttyAMA1, 2: /dev/ttyAMA2, 3: /dev/ttyAMA3, 4: /dev/ttyAMA4}
+
+- name: A stored hash works too; with the password_hash filter, fix the salt or every run reflashes
+  minicluster.cm4.node_flash:
+    nodes: [1, 2]
+    image: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.xz
+    firstboot:
+      user: admin
+      password_hash: "{{ vault_admin_password | password_hash('sha512', vault_admin_salt) }}"
 
 - name: Reflash node 3 even though its record matches
   minicluster.cm4.node_flash:
@@ -366,25 +383,33 @@ nodes:
       returned: when one exists
 '''
 
+import json
 import os
+import signal
+import time
+
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import owner as ownermod
 from ansible_collections.minicluster.cm4.plugins.module_utils.board import usb as usbmod
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
-from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import firstboot as fbmod
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.disk import DiskError
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors import FlashError
-from ansible_collections.minicluster.cm4.plugins.module_utils.flash.record import FlashRecords, ProgressFile
-from ansible_collections.minicluster.cm4.plugins.module_utils.flash.reflash import DEFAULT_USB_PATHS, Reflash, ReflashError
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.guardian import Guardian
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.record import FlashRecords, ProgressFile, heartbeat_path
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.reflash import Reflash, ReflashError
 
 FIRSTBOOT_SPEC = dict(
     style=dict(type='str', default='auto', choices=['auto', 'bookworm', 'cloud-init']),
     hostname=dict(type='str'),
     user=dict(type='str'),
     password_hash=dict(type='str', no_log=True),
+    password=dict(type='str', no_log=True),
     ssh_authorized_keys=dict(type='list', elements='str', no_log=False),
     ssh=dict(type='bool', default=True),
     ssh_password_authentication=dict(type='bool'),
@@ -393,21 +418,55 @@ FIRSTBOOT_SPEC = dict(
 )
 
 
-def node_map(value, what):
-    """{1: x} from a dict whose keys may be strings ('1', 'node1') or ints."""
-    out = {}
-    for key, item in (value or {}).items():
-        text = str(key)
-        if text.startswith('node'):
-            text = text[4:]
-        try:
-            node = int(text)
-        except ValueError:
-            raise ReflashError('%s key %r is not a node number 1 to 4' % (what, key))
-        if node not in DEFAULT_USB_PATHS:
-            raise ReflashError('%s key %r is not a node number 1 to 4' % (what, key))
-        out[node] = str(item)
-    return out
+MiB = 1024 * 1024
+# Bounds of the numeric options. A timeout past these is a typo, not a plan: the hat and the nodes
+# stay held while it runs.
+LIMITS = dict(rpiboot_timeout=600.0, disk_timeout=600.0, boot_timeout=3600.0, abort_timeout=600.0)
+CHUNK_ALIGN = 4096
+CHUNK_MAX = 64 * MiB
+
+
+def validate_params(p):
+    """Every option checked before anything is opened; raises validate.InvalidOption.
+
+    Returns (nodes, usb_paths, consoles) with node numbers as integers.
+    """
+    name = 'node' if p['node'] is not None else 'nodes'
+    nodes = validate.node_list(name, [p['node']] if p['node'] is not None else p['nodes'])
+    check_hat_options(p)
+    validate.number('watchdog', p['watchdog'], 0, 86400, unit='seconds')
+    if p['watchdog'] and 0 < p['watchdog'] < 10:
+        raise validate.InvalidOption('watchdog must be 0 (off) or at least 10 seconds, not %s' % p['watchdog'])
+    if p['abort']:
+        return nodes, {}, {}
+    if p['image'] is None:
+        raise validate.InvalidOption('image is required: give the image file to flash (or abort=true to stop a flash)')
+    validate.regular_file('image', p['image'])
+    validate.regular_file('bmap', p['bmap'])
+    if p['sha256'] is not None:
+        validate.matches('sha256', p['sha256'].strip(), r'(?i)(sha256:)?[0-9a-f]{64}', 'a SHA-256 hex digest (64 hex digits)')
+    # Given paths only; the others come from the hat's hub (board/usb.py checks form and duplicates).
+    usb_paths = {}
+    for node, path in validate.node_keyed('usb_paths', p['usb_paths']).items():
+        usb_paths[node] = validate.text('usb_paths node %d' % node, path, empty=False)
+    validate.text('usb_hub', p['usb_hub'])
+    validate.text('rpiboot', p['rpiboot'], empty=False)
+    validate.text('rpiboot_payload', p['rpiboot_payload'], empty=False)
+    for option, high in LIMITS.items():
+        validate.number(option, p[option], 0, high, low_open=True, unit='seconds')
+    validate.directory('root', p['root'])
+    validate.aligned('write_chunk_size', p['write_chunk_size'], CHUNK_ALIGN, CHUNK_ALIGN, CHUNK_MAX)
+    validate.text('wait_for', p['wait_for'], empty=False)
+    consoles = {}
+    for node, path in validate.node_keyed('consoles', p['consoles']).items():
+        consoles[node] = validate.text('consoles node %d' % node, path, empty=False)
+    validate.file_target('progress_file', p['progress_file'])
+    fb = p['firstboot'] or {}
+    for key in ('hostname', 'user', 'password_hash', 'password'):
+        validate.text('firstboot.%s' % key, fb.get(key))
+    for key in fb.get('ssh_authorized_keys') or []:
+        validate.text('firstboot.ssh_authorized_keys entry', key)
+    return nodes, usb_paths, consoles
 
 
 def argument_spec():
@@ -415,7 +474,7 @@ def argument_spec():
     spec.update(
         node=dict(type='int'),
         nodes=dict(type='list', elements='int'),
-        image=dict(type='path', required=True),
+        image=dict(type='path'),
         bmap=dict(type='path'),
         sha256=dict(type='str'),
         force=dict(type='bool', default=False),
@@ -435,6 +494,9 @@ def argument_spec():
         progress_file=dict(type='path'),
         stagger=dict(type='float', default=1.0),
         restart_delay=dict(type='float', default=2.0),
+        watchdog=dict(type='float', default=0.0),
+        abort=dict(type='bool', default=False),
+        abort_timeout=dict(type='float', default=120.0),
     )
     return spec
 
@@ -448,61 +510,192 @@ def summary(jobs):
 
 def fail_all(module, nodes, exc, result, progress=None):
     """A problem found before any node was touched: the same line for every node asked for."""
-    lines = ['node%d: %s' % (n, exc) for n in nodes] or [str(exc)]
-    result['nodes'] = [dict(node=n, action='failed', failed=True, changed=False, failed_step='preflight', msg=line)
-                       for n, line in zip(nodes, lines)]
-    if progress is not None:
+    result['nodes'] = [dict(node=n, action='failed', failed=True, changed=False, failed_step='preflight',
+                            msg='node%d: %s' % (n, exc)) for n in nodes]
+    # A refusal before the first write leaves no progress file behind; a poller gets the task's result.
+    if progress is not None and progress.written:
         for n in nodes:
             progress.phase(n, 'failed', error=str(exc))
         progress.finish(False)
-    module.fail_json(msg='\n'.join(lines), **result)
+    module.fail_json(msg='%s: %s' % (', '.join('node%d' % n for n in nodes), exc), **result)
 
 
-def build(module, nodes, progress):
+def build(module, nodes, usb_paths, consoles, progress):
     p = module.params
-    for name in ('rpiboot_timeout', 'disk_timeout', 'boot_timeout', 'stagger', 'restart_delay', 'lock_timeout'):
-        if p[name] < 0:
-            raise ReflashError('%s must not be negative (got %s)' % (name, p[name]))
     flash_options = {}
     if p['write_chunk_size'] is not None:
-        if p['write_chunk_size'] < 4096:
-            raise ReflashError('write_chunk_size must be at least 4096 bytes (got %d)' % p['write_chunk_size'])
         flash_options['chunk_size'] = p['write_chunk_size']
-    usb_paths = usbmod.resolve_node_paths(nodes, p['root'], node_map(p['usb_paths'], 'usb_paths'), p['usb_hub'])
+    usb_paths = usbmod.resolve_node_paths(nodes, p['root'], usb_paths, p['usb_hub'])
     firstboot = None
     if p['firstboot'] is not None:
         firstboot = dict((k, v) for k, v in p['firstboot'].items() if v is not None)
     return Reflash(
         nodes, p['image'], hat_factory=lambda: hat_from_module(module, restart_delay=p['restart_delay']),
         records=FlashRecords(p['state_dir']), flash_fn=pipeline.flash, identity_fn=pipeline.image_identity,
+        check_fn=pipeline.check_image,
         bmap=p['bmap'], sha256=p['sha256'], force=p['force'], usb_paths=usb_paths,
         rpiboot=p['rpiboot'], rpiboot_payload=p['rpiboot_payload'], rpiboot_timeout=p['rpiboot_timeout'],
         root=p['root'], disk_timeout=p['disk_timeout'], firstboot=firstboot, wait_for=p['wait_for'],
-        consoles=node_map(p['consoles'], 'consoles'), boot_timeout=p['boot_timeout'], verify=p['verify'],
+        consoles=consoles, boot_timeout=p['boot_timeout'], verify=p['verify'],
         progress=progress, check_mode=module.check_mode, stagger=p['stagger'],
         restart_delay=p['restart_delay'], flash_options=flash_options)
 
 
+def progress_in_use(path):
+    """The run that is writing this progress file now, or None."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (IOError, OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get('finished') or not isinstance(data.get('pid'), int):
+        return None
+    if data['pid'] == os.getpid():
+        return None
+    try:
+        os.kill(data['pid'], 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass
+    return data
+
+
+def abort(module, nodes, result):
+    """Stop the flashes that hold these nodes and wait until they have released them."""
+    p = module.params
+    live, dead = ownermod.holders(p['state_dir'], nodes)
+    dead = dict((n, info) for n, info in dead.items() if info.get('phase') not in ownermod.UNTOUCHED)
+    entries = dict((n, dict(node=n, action='idle', changed=False, failed=False)) for n in nodes)
+    for n, info in live.items():
+        entries[n].update(action='aborted', changed=True, run=info.get('run'), pid=info.get('pid'), phase=info.get('phase'))
+    for n, info in dead.items():
+        entries[n].update(action='released', changed=True, run=info.get('run'), pid=info.get('pid'), phase=info.get('phase'))
+    result['nodes'] = [entries[n] for n in nodes]
+    result['changed'] = bool(live or dead)
+    if module.check_mode or not (live or dead):
+        result['msg'] = ('no flash holds node %s' % ', '.join(str(n) for n in nodes) if not (live or dead)
+                         else 'would stop %s' % '; '.join(ownermod.describe(n, i) for n, i in sorted(live.items())))
+        module.exit_json(**result)
+    for pid in sorted(set(info.get('pid') for info in live.values() if isinstance(info.get('pid'), int))):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        except OSError as exc:
+            module.fail_json(msg='cannot stop the flash with pid %d: %s: run the abort as the user that started it'
+                             % (pid, exc.strerror), **result)
+    deadline = time.monotonic() + p['abort_timeout']
+    while True:
+        still, _dead = ownermod.holders(p['state_dir'], list(live))
+        if not still or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if still:
+        module.fail_json(msg='%s did not stop within %ss: check the process and the nodes by hand'
+                         % ('; '.join(ownermod.describe(n, i) for n, i in sorted(still.items())), p['abort_timeout']),
+                         **result)
+    # The stopped run switched its nodes off itself; make sure, and repair what a dead run left.
+    try:
+        hat = hat_from_module(module, restart_delay=p['restart_delay'])
+        hat.ensure(sorted(set(live) | set(dead)), 'off', boot_mode='normal', stagger=p['stagger'])
+    except Exception as exc:  # pylint: disable=broad-except
+        module.fail_json(msg='the flash stopped, but switching node %s off failed: %s: switch it off with node_power'
+                         % (', '.join(str(n) for n in sorted(set(live) | set(dead))), exc), **result)
+    for n, info in dead.items():
+        ownermod.mark_released(p['state_dir'], n, info.get('run'), 'switched off and USB boot released by an abort')
+    result['msg'] = 'stopped: %s' % ', '.join('node%d (%s)' % (n, entries[n]['action']) for n in nodes
+                                              if entries[n]['action'] != 'idle')
+    module.exit_json(**result)
+
+
+def on_death(module, nodes, run, progress_path):
+    """Run by the guardian when the flash died: its touched nodes go off with USB boot released."""
+    state_dir = module.params['state_dir']
+    touched = []
+    for n in nodes:
+        info = ownermod.read_owner(state_dir, n)
+        if info and info.get('run') == run and info.get('phase') not in ownermod.UNTOUCHED:
+            touched.append(n)
+    note = 'switched off and USB boot released after the flash (pid %d) died' % os.getpid()
+    try:
+        if touched:
+            hat_from_module(module, restart_delay=module.params['restart_delay']).ensure(
+                touched, 'off', boot_mode='normal', stagger=module.params['stagger'])
+    except Exception as exc:  # pylint: disable=broad-except
+        note = 'the flash (pid %d) died and switching its nodes off failed: %s' % (os.getpid(), exc)
+    for n in touched:
+        ownermod.mark_released(state_dir, n, run, note)
+    try:
+        with open(progress_path) as f:
+            data = json.load(f)
+        if data.get('run') == run and not data.get('finished'):
+            data.update(finished=True, ok=False, summary='%s; node %s: %s' % (
+                data.get('summary', ''), ', '.join(str(n) for n in touched) or '-', note))
+            tmp = progress_path + '.guardian'
+            with open(tmp, 'w') as f:
+                json.dump(data, f)
+            os.rename(tmp, progress_path)
+    except (IOError, OSError, ValueError, AttributeError):
+        pass
+
+
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
-                           mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
+    module = validate.ansible_module(
+        AnsibleModule, argument_spec=argument_spec(), supports_check_mode=True,
+        mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
     p = module.params
     progress_path = p['progress_file'] or os.path.join(p['state_dir'], 'flash', 'progress.json')
     result = dict(changed=False, progress_file=progress_path, nodes=[])
     try:
-        nodes = check_nodes([p['node']] if p['node'] is not None else p['nodes'], p['port'])
-    except HatError as exc:
+        nodes, usb_paths, consoles = validate_params(p)
+        nodes = check_nodes(nodes, p['port'])
+    except (validate.InvalidOption, HatError, DiskError) as exc:
         module.fail_json(msg=str(exc), **result)
-    progress = None if module.check_mode else ProgressFile(progress_path, nodes)
+    if p['abort']:
+        abort(module, nodes, result)
+    progress = None
+    run = '%s-%d' % (time.strftime('%Y%m%dT%H%M%SZ', time.gmtime()), os.getpid())
+    if not module.check_mode:
+        other = progress_in_use(progress_path)
+        if other is not None:
+            module.fail_json(msg='progress file %s belongs to run %s (pid %s), which is still flashing (%s): give this '
+                                 'run its own progress_file' % (progress_path, other.get('run'), other.get('pid'),
+                                                                other.get('summary') or 'starting'), **result)
+        progress = ProgressFile(progress_path, nodes, run_id=run)
+    job = None
+    guardian = []
     try:
-        job = build(module, nodes, progress)
+        job = build(module, nodes, usb_paths, consoles, progress)
+        job.run_info = {'run': run, 'pid': os.getpid(), 'started': time.time()}
+        if p['watchdog'] and progress is not None:
+            job.watchdog = p['watchdog']
+            job.heartbeat = heartbeat_path(progress_path)
+
+        def before_touch():
+            # Everything is checked and there is work to do. The guardian is forked before any lock
+            # is taken or device opened, so that it shares none of them.
+            guardian.append(Guardian(lambda: on_death(module, nodes, run, progress_path)).start())
+            for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT'), (signal.SIGHUP, 'SIGHUP')):
+                signal.signal(signum, lambda s, f, name=name: job.request_stop('%s received' % name))
+            if job.heartbeat:
+                # The clock starts now: a poller has watchdog seconds to show up.
+                if not os.path.isdir(os.path.dirname(job.heartbeat)):
+                    os.makedirs(os.path.dirname(job.heartbeat), 0o755)
+                with open(job.heartbeat, 'a'):
+                    os.utime(job.heartbeat, None)
+        job.before_touch = before_touch
         try:
             job.run()
         finally:
             if progress is not None and job.jobs:
                 progress.finish(not any(j.failed for j in job.jobs.values()))
-    except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError, usbmod.UsbError) as exc:
+    except (ReflashError, HatError, DiskError, fbmod.FirstbootError, FlashError, usbmod.UsbError, OSError) as exc:
+        for g in guardian:
+            g.stop()
         fail_all(module, nodes, exc, result, progress)
+    for g in guardian:
+        g.stop()
 
     jobs = [job.jobs[n] for n in nodes]
     for j in jobs:
@@ -524,6 +717,12 @@ def main():
             after=dict(('node%d' % j.node, dict((k, (j.record or {}).get(k)) for k in keys)
                         if j.action != 'would flash' else job.wanted(j.node)) for j in jobs),
         )
+    interrupted = [j for j in jobs if j.interrupted]
+    for j in interrupted:
+        module.warn('node%d: run %s (pid %s) died while flashing it (at %s); %s' % (
+            j.node, j.interrupted.get('run'), j.interrupted.get('pid'),
+            j.interrupted.get('interrupted_phase') or j.interrupted.get('phase'),
+            'this run reflashed it' if j.action == 'flashed' else 'it still needs a flash'))
     failed = [j for j in jobs if j.failed]
     if failed:
         module.fail_json(msg='\n'.join(j.error for j in failed), **result)

@@ -62,9 +62,15 @@ options:
     default: 1.0
   restart_delay:
     description:
-      - Seconds a node stays off during O(state=restarted) or a boot-mode change.
+      - Seconds a node stays off during O(state=restarted) or a boot-mode change, 0 to 60.
     type: float
     default: 2.0
+  force:
+    description:
+      - Switch a node even while a M(minicluster.cm4.node_flash) run holds it. That spoils the flash; without
+        it the task fails naming the flash and how to stop it.
+    type: bool
+    default: false
 '''
 
 EXAMPLES = r'''
@@ -142,10 +148,13 @@ generation:
   sample: 42
 '''
 
-from ansible.module_utils.basic import AnsibleModule
 
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import owner
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
-from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.validate import InvalidOption, node_list
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import LockTimeout
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 import ConsoleError
 
@@ -159,21 +168,29 @@ def main():
         boot_mode=dict(type='str', choices=['normal', 'usb']),
         stagger=dict(type='float', default=1.0),
         restart_delay=dict(type='float', default=2.0),
+        force=dict(type='bool', default=False),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
+    module = validate.ansible_module(
+        AnsibleModule, argument_spec=argument_spec, supports_check_mode=True,
+        mutually_exclusive=[('node', 'nodes')], required_one_of=[('node', 'nodes')])
     p = module.params
     port = p['port']
     try:
         # Validated before the port is opened: bad input sends nothing to the hat.
-        nodes = check_nodes([p['node']] if p['node'] is not None else p['nodes'], port)
-        for name in ('stagger', 'restart_delay'):
-            if p[name] < 0:
-                raise HatError('%s must not be negative (got %s)' % (name, p[name]))
+        nodes = check_nodes(node_list('node' if p['node'] is not None else 'nodes',
+                                      [p['node']] if p['node'] is not None else p['nodes']), port)
+        check_hat_options(p)
         hat = hat_from_module(module, restart_delay=p['restart_delay'])
-        results = hat.ensure(nodes, p['state'], boot_mode=p['boot_mode'], stagger=p['stagger'],
-                             check_mode=module.check_mode)
-    except (HatError, ConsoleError, LockTimeout) as exc:
+        # One owner per node: a node being flashed is not switched under the flash.
+        with owner.Guard(p['state_dir'], nodes, force=p['force']) as guard:
+            results = hat.ensure(nodes, p['state'], boot_mode=p['boot_mode'], stagger=p['stagger'],
+                                 check_mode=module.check_mode)
+        for node, info in sorted(guard.forced.items()):
+            module.warn('forced: %s; that flash will fail' % owner.describe(node, info))
+        for node, info in sorted(guard.dead.items()):
+            module.warn('node %d: flash run %s (pid %s) died at %s and left its eMMC partly written: reflash it'
+                        % (node, info.get('run'), info.get('pid'), info.get('interrupted_phase') or info.get('phase')))
+    except (HatError, ConsoleError, LockTimeout, InvalidOption, owner.NodeBusy) as exc:
         module.fail_json(msg=str(exc), port=port)
 
     changed = any(r['changed'] for r in results.values())

@@ -246,6 +246,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import eeprom24, usb2517
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 
@@ -324,15 +325,20 @@ def main():
         self_powered=dict(type='bool'),
     )
     argument_spec.update(FIELD_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           mutually_exclusive=[('src', name) for name in list(FIELD_SPEC) + ['self_powered']])
+    module = validate.ansible_module(
+        AnsibleModule, argument_spec=argument_spec, supports_check_mode=True,
+        mutually_exclusive=[('src', name) for name in list(FIELD_SPEC) + ['self_powered']])
     p = module.params
 
     # Everything is checked before the bus is opened: bad input writes nothing.
     try:
         i2c.parse_bus(p['i2c_bus'])
-        if not 0x03 <= p['address'] <= 0x77:
-            raise ValueError('address 0x%x is outside the I2C addresses 0x03..0x77' % p['address'])
+        # The 24LC08 answers at 0x50..0x53, one address per 256-byte block.
+        validate.number('address', p['address'], 0x50, 0x53, integer=True)
+        validate.regular_file('src', p['src'])
+        validate.file_target('backup', p['backup'])
+        for name in ('manufacturer', 'product', 'serial'):
+            validate.text(name, p[name])
         desired, _fields = desired_image(p)
     except ValueError as exc:
         module.fail_json(msg=to_native(exc))

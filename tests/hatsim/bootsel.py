@@ -164,6 +164,6 @@ def complete_image(path):
     if total is None or len(blocks) != total:
         return None
     digest = hashlib.sha256()
-    for dummy, (target, payload) in sorted(blocks.items(), key=lambda item: item[1][0]):
+    for dummy, (dummy2, payload) in sorted(blocks.items(), key=lambda item: item[1][0]):
         digest.update(payload)
     return digest.hexdigest()

@@ -27,6 +27,15 @@ WRITE_TIMEOUT = 0.5
 IDLE_POLL = 0.05
 
 
+def drain(fd):
+    """Empty a non-blocking wake-up pipe."""
+    try:
+        while os.read(fd, 64):
+            pass
+    except OSError:
+        pass
+
+
 class PtyPort(object):
 
     def __init__(self, link_path):
@@ -113,11 +122,7 @@ class PtyPort(object):
         return b''
 
     def _drain_wake(self):
-        try:
-            while os.read(self._wake_r, 64):
-                pass
-        except OSError:
-            pass
+        drain(self._wake_r)
 
     # -- output -------------------------------------------------------------------------------
     def write(self, data):

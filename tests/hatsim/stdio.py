@@ -19,7 +19,7 @@ import errno
 import os
 import select
 
-from hatsim.ptyport import IDLE_POLL
+from hatsim.ptyport import IDLE_POLL, drain
 
 
 class Stdio(object):
@@ -40,7 +40,7 @@ class Stdio(object):
             live = dict((port.master, name) for name, port in self.ports.items() if port.connected())
             ready, dummy, dummy2 = select.select(list(live) + [self._wake_r], [], [], IDLE_POLL)
             if self._wake_r in ready:
-                self._drain_wake()
+                drain(self._wake_r)
                 return b''
             for fd in ready:
                 try:
@@ -64,13 +64,6 @@ class Stdio(object):
             os.symlink(port.slave_name, port.link_path)
         elif not shown and os.path.islink(port.link_path):
             os.unlink(port.link_path)
-
-    def _drain_wake(self):
-        try:
-            while os.read(self._wake_r, 64):
-                pass
-        except OSError:
-            pass
 
     def stop(self):
         self.closed = True

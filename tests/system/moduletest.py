@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -23,6 +27,39 @@ def start_sim(directory, *extra):
 def stop_sim(directory):
     subprocess.run([sys.executable, '-m', 'hatsim', 'stop', '--dir', str(directory)], check=False,
                    stdout=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def running_sim(directory, *extra):
+    """A simulator in directory for the duration of the block."""
+    start_sim(directory, *extra)
+    try:
+        yield directory
+    finally:
+        stop_sim(directory)
+
+
+def reset_sim(directory):
+    """A shared simulator as just powered up, with no lock or state file left by an earlier test."""
+    from hatsim.client import Control
+    with Control(str(directory)) as control:
+        control.power_cycle(clear_log=True)
+    for name in ('lock', 'state'):
+        shutil.rmtree(os.path.join(str(directory), name), ignore_errors=True)
+    return directory
+
+
+def run_in_process(name, args):
+    """One module run inside this (worker) process, as AnsibleModule sees it: the result dict."""
+    from ansible.module_utils.testing import patch_module_args
+    module = importlib.import_module('ansible_collections.minicluster.cm4.plugins.modules.' + name)
+    out = io.StringIO()
+    with patch_module_args(args), contextlib.redirect_stdout(out):
+        try:
+            module.main()
+        except SystemExit:
+            pass
+    return json.loads(out.getvalue())
 
 
 def sim_state(directory):

@@ -111,7 +111,8 @@ def test_check_mode_predicts_the_real_run_and_the_second_run_changes_nothing(fle
     assert rc == 0, failures(predicted)
     rc, real = play(fleet)
     assert rc == 0, failures(real)
-    assert changed_tasks(predicted) == changed_tasks(real)
+    for host in ('node1', 'node2'):
+        assert changed_tasks(predicted)[host] == changed_tasks(real)[host], host
     assert 'Make the GPT data partition' in changed_tasks(real)['node1']
     assert 'Mount the shares' in changed_tasks(real)['node2']
     started = ssh(fleet, 'node1', 'systemctl show -p InvocationID --value nfs-ganesha').stdout

@@ -6,35 +6,25 @@
 from __future__ import annotations
 
 import json
-import shutil
 import os
 
 import pytest
 
 from hatsim.client import Control
-from moduletest import run_module, sim_state, start_sim, stop_sim
+from moduletest import reset_sim, run_module, running_sim, sim_state
 
 GAINS = (1.0, 1.6, 2.4, 1.0)
 
 
 @pytest.fixture(scope='module')
 def sim(tmp_path_factory):
-    directory = tmp_path_factory.mktemp('hatsim') / 'hat'
-    start_sim(directory, '--imon-gains', ','.join(map(str, GAINS)), '--shunt-ohms', '0.01')
-    try:
+    with running_sim(tmp_path_factory.mktemp('hatsim') / 'hat', '--imon-gains', ','.join(map(str, GAINS)), '--shunt-ohms', '0.01') as directory:
         yield directory
-    finally:
-        stop_sim(directory)
 
 
 @pytest.fixture
 def hat(sim):
-    """The module's simulator as just powered up, and no lock or state file left by another test."""
-    with Control(str(sim)) as control:
-        control.power_cycle(clear_log=True)
-    for name in ('lock', 'state'):
-        shutil.rmtree(str(sim / name), ignore_errors=True)
-    return sim
+    return reset_sim(sim)
 
 
 def hat_args(hat, **extra):

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
-import io
 import json
 import multiprocessing
 import random
 
-from moduletest import run_module, sim_state, start_sim, stop_sim
+from moduletest import run_in_process, run_module, sim_state, start_sim, stop_sim
 
 PIN_COMMAND = {'usb': 'U', 'normal': 'u', 'on': 'e', 'off': 'd', 'reset': 'r'}
 
@@ -71,19 +69,6 @@ def test_bare_lf_firmware(tmp_path):
     assert state['nodes']['1']['en'] and state['nodes']['4']['en']
 
 
-def _run_in_process(args):
-    """One node_power run inside this worker process, as AnsibleModule sees it."""
-    from ansible.module_utils.testing import patch_module_args
-    from ansible_collections.minicluster.cm4.plugins.modules import node_power
-    out = io.StringIO()
-    with patch_module_args(args), contextlib.redirect_stdout(out):
-        try:
-            node_power.main()
-        except SystemExit:
-            pass
-    return json.loads(out.getvalue())
-
-
 def _worker(hat, seed, count):
     rng = random.Random(seed)
     done = []
@@ -92,7 +77,7 @@ def _worker(hat, seed, count):
         args = dict(node=node, state=rng.choice(['on', 'off']), stagger=0.02, restart_delay=0.05)
         if rng.random() < 0.4:
             args['boot_mode'] = rng.choice(['normal', 'usb'])
-        result = _run_in_process(console_args(hat, **args))
+        result = run_in_process('node_power', console_args(hat, **args))
         assert not result.get('failed'), result
         done.append((node, args, result))
     return done

@@ -6,14 +6,12 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import io
-import json
+import importlib
 import multiprocessing
 import os
 import time
 
-from moduletest import run_module, sim_state, start_sim, stop_sim
+from moduletest import run_in_process, run_module, sim_state, start_sim, stop_sim
 
 PIN_COMMANDS = ('e', 'd', 'U', 'u', 'r')
 
@@ -25,26 +23,14 @@ def hat_args(hat, **args):
     return defaults
 
 
-def _node_power_in_process(args):
-    from ansible.module_utils.testing import patch_module_args
-    from ansible_collections.minicluster.cm4.plugins.modules import node_power
-    out = io.StringIO()
-    with patch_module_args(args), contextlib.redirect_stdout(out):
-        try:
-            node_power.main()
-        except SystemExit:
-            pass
-    return json.loads(out.getvalue())
-
-
 def _restart_repeatedly(args, node, count, start_at):
     """One process on one path: power-cycle its own node count times (off, wait, on in one session)."""
-    from ansible_collections.minicluster.cm4.plugins.modules import node_power  # noqa: F401 (imported before the start)
+    importlib.import_module('ansible_collections.minicluster.cm4.plugins.modules.node_power')  # before the start
     time.sleep(max(0.0, start_at - time.time()))
     started = time.time()
     paths = set()
     for dummy in range(count):
-        result = _node_power_in_process(dict(args, node=node, state='restarted'))
+        result = run_in_process('node_power', dict(args, node=node, state='restarted'))
         assert not result.get('failed') and result['changed'], result
         paths.add(result['console']['path'])
     return started, time.time(), sorted(paths)

@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-import math
-
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import DEFAULT_ON_THRESHOLD_MA, DEFAULT_STATE_DIR, Hat, HatError
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DEFAULT_HAT, DEFAULT_LOCK_DIR, check_hat_name
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.rp2040 import DEFAULT_PORT, DEFAULT_TIMEOUT, DEFAULT_UART_PORT
 
@@ -26,25 +25,34 @@ def hat_argument_spec():
     )
 
 
+# Upper bounds: the console lock is held through a restart delay, so a huge value would hold the hat
+# for every other caller.
+MAX_LOCK_TIMEOUT = 3600.0
+MAX_COMMAND_TIMEOUT = 60.0
+MAX_DELAY = 60.0
+
+
 def check_hat_options(params):
     """Validate the shared options before anything is opened; raises HatError with a one-line message."""
     try:
         check_hat_name(params['hat'])
     except ValueError as exc:
         raise HatError(str(exc))
-    for name in ('port', 'uart_port'):
-        value = params.get(name)
-        if value and any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise HatError('%s contains control characters: give a device path or pyserial URL' % name)
-    if not params['port']:
-        raise HatError('port is empty: give the RP2040 console, e.g. /dev/ttyACM0')
-    for name in ('lock_timeout', 'command_timeout', 'on_threshold_ma', 'ma_per_unit'):
-        value = params.get(name)
-        if value is None:
-            continue
-        if not math.isfinite(value) or value < 0 or (name in ('command_timeout', 'ma_per_unit') and value == 0):
-            raise HatError('%s must be a finite %s number, not %s' % (
-                name, 'positive' if name in ('command_timeout', 'ma_per_unit') else 'non-negative', value))
+    try:
+        validate.text('port', params['port'], empty=False)
+        validate.text('uart_port', params.get('uart_port'))
+        validate.number('lock_timeout', params['lock_timeout'], 0, MAX_LOCK_TIMEOUT, unit='seconds')
+        validate.directory('lock_dir', params['lock_dir'])
+        validate.directory('state_dir', params['state_dir'])
+        validate.number('command_timeout', params['command_timeout'], 0, MAX_COMMAND_TIMEOUT, low_open=True,
+                        unit='seconds')
+        validate.number('on_threshold_ma', params['on_threshold_ma'], 0, 10000, unit='mA')
+        validate.number('ma_per_unit', params.get('ma_per_unit'), 0, 1000, low_open=True)
+        for name in ('stagger', 'restart_delay'):
+            if name in params:
+                validate.number(name, params[name], 0, MAX_DELAY, unit='seconds')
+    except validate.InvalidOption as exc:
+        raise HatError(str(exc))
 
 
 def hat_from_module(module, **kwargs):

@@ -34,11 +34,11 @@ import time
 
 GADGET_MODEL = 'mmcblk0'
 LEGACY_VENDOR = 'RPi-MSD-'
-USB_PATH_RE = re.compile(r'^[0-9]+-[0-9]+(\.[0-9]+)*$')
-SCSI_HOST_RE = re.compile(r'^host[0-9]+$')
-SCSI_TARGET_RE = re.compile(r'^target[0-9]+:[0-9]+:[0-9]+$')
-SCSI_DEVICE_RE = re.compile(r'^[0-9]+:[0-9]+:[0-9]+:[0-9]+$')
-DISK_NAME_RE = re.compile(r'^sd[a-z]+$')
+USB_PATH_RE = re.compile(r'^[0-9]+-[0-9]+(\.[0-9]+)*\Z')
+SCSI_HOST_RE = re.compile(r'^host[0-9]+\Z')
+SCSI_TARGET_RE = re.compile(r'^target[0-9]+:[0-9]+:[0-9]+\Z')
+SCSI_DEVICE_RE = re.compile(r'^[0-9]+:[0-9]+:[0-9]+:[0-9]+\Z')
+DISK_NAME_RE = re.compile(r'^sd[a-z]+\Z')
 MASS_STORAGE_CLASS = '08'
 
 

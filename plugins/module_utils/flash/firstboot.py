@@ -36,6 +36,7 @@ messages or the settings digest's input as clear text beyond its hash).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -51,8 +52,8 @@ FAT_MBR_TYPES = (0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e)
 GPT_PROTECTIVE = 0xee
 GPT_FAT_TYPES = (uuid.UUID('EBD0A0A2-B9E5-4433-87C0-68B6B72699C7'),  # Microsoft basic data
                  uuid.UUID('C12A7328-F81F-11D2-BA4B-00A0C93EC93B'))  # EFI system partition
-HOSTNAME_RE = re.compile(r'^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$')
-USER_RE = re.compile(r'^[a-z_][a-z0-9_-]{0,31}$')
+HOSTNAME_RE = re.compile(r'^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z')
+USER_RE = re.compile(r'^[a-z_][a-z0-9_-]{0,31}\Z')
 FIRSTRUN_ARGS = 'systemd.run=/boot/firmware/firstrun.sh systemd.run_success_action=reboot systemd.unit=kernel-command-line.target'
 DEFAULT_GROUPS = ['users', 'adm', 'dialout', 'audio', 'netdev', 'video', 'plugdev', 'cdrom', 'games', 'input',
                   'gpio', 'spi', 'i2c', 'render', 'sudo']
@@ -108,6 +109,37 @@ def normalise(settings):
     if out['network_config'] is not None and not isinstance(out['network_config'], dict):
         raise FirstbootError('network_config must be a mapping (cloud-init network config version 2)')
     return out
+
+
+SALT_ALPHABET = './0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
+
+
+def stable_salt(password, node, user):
+    """A 16-character crypt salt that is the same on every run for this password, node and user.
+
+    A fresh random salt would make a new hash, so new first-boot settings, so a reflash, on every run.
+    Keyed with the password itself, the salt still differs between nodes, users and passwords.
+    """
+    mac = hmac.new(password.encode('utf-8'), ('minicluster.cm4 node%d %s' % (node, user)).encode('utf-8'),
+                   hashlib.sha256).digest()
+    return ''.join(SALT_ALPHABET[b % 64] for b in mac[:16])
+
+
+def hash_password(password, node, user):
+    """SHA-512 crypt ($6$) of a clear password with stable_salt(); needs passlib (or Python's crypt)."""
+    salt = stable_salt(password, node, user)
+    try:
+        from passlib.hash import sha512_crypt
+    except ImportError:
+        sha512_crypt = None
+    if sha512_crypt is not None:
+        return sha512_crypt.using(salt=salt, rounds=5000).hash(password)
+    try:
+        import crypt  # pylint: disable=deprecated-module
+    except ImportError:
+        raise FirstbootError('firstboot.password needs passlib on the controller (pip install passlib), or give '
+                             'password_hash instead')
+    return crypt.crypt(password, '$6$%s$' % salt)
 
 
 def settings_digest(settings):

@@ -51,7 +51,7 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.flash.source impor
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.writer import ReadBack, Target
 
 # The errors are re-exported so that callers need only this module.
-__all__ = ['flash', 'image_identity', 'content_digest_of', 'TargetResult', 'ImageSummary',
+__all__ = ['flash', 'check_image', 'image_identity', 'content_digest_of', 'TargetResult', 'ImageSummary',
            'FlashResults', 'FlashError', 'SourceError', 'BmapError', 'ChecksumError', 'TargetError']
 
 MiB = 1024 * 1024
@@ -597,6 +597,51 @@ def image_identity(source_path, bmap_path=None):
         'source_size': os.stat(source_path).st_size,
         'bmap_sha256': file_sha256(bmap_path) if bmap_path else None,
     }
+
+
+def check_image(source_path, bmap_path=None):
+    """Refuse, before any node is touched, an image that cannot be flashed as given.
+
+    Reads the whole expanded image once. Raises FlashError when it expands to nothing, when it is
+    corrupt or truncated, when the bmap's ImageSize differs from the image's size, or when a range
+    the bmap maps has another checksum than the image's bytes there. Returns {'format', 'size',
+    'checked_ranges'}. It costs one decompression: callers remember a success per image and bmap.
+    """
+    bmap = parse_bmap(bmap_path) if bmap_path else None
+    with open_image(source_path) as reader:
+        if reader.size == 0:
+            raise SourceError('image %s expands to 0 bytes: give the real image' % source_path)
+        if bmap is not None and reader.size is not None and reader.size != bmap.image_size:
+            raise BmapError('bmap %s describes a %d-byte image but %s expands to %d bytes: use the bmap made '
+                            'for this image, or leave bmap out' % (bmap_path, bmap.image_size, source_path, reader.size))
+        checked = 0
+        for number, (start, end, checksum) in enumerate(bmap.byte_ranges() if bmap is not None else ()):
+            while reader.position < start:
+                if not reader.read(min(start - reader.position, 4 * MiB)):
+                    break
+            digest = hashlib.new(bmap.checksum_type) if checksum else None
+            while reader.position < end:
+                data = reader.read(min(end - reader.position, 4 * MiB))
+                if not data:
+                    break
+                if digest is not None:
+                    digest.update(data)
+            if reader.position < end:
+                raise BmapError('bmap %s maps bytes %d-%d but %s ends at byte %d: use the bmap made for this '
+                                'image, or leave bmap out' % (bmap_path, start, end, source_path, reader.position))
+            if digest is not None and digest.hexdigest() != checksum:
+                raise BmapError('bmap %s does not belong to image %s: range %d (bytes %d-%d) has another checksum: '
+                                'use the bmap made for this image, or leave bmap out'
+                                % (bmap_path, source_path, number + 1, start, end))
+            checked += 1
+        while reader.read(4 * MiB):
+            pass
+        if not reader.position:
+            raise SourceError('image %s expands to 0 bytes: give the real image' % source_path)
+        if bmap is not None and reader.position != bmap.image_size:
+            raise BmapError('bmap %s describes a %d-byte image but %s expands to %d bytes: use the bmap made '
+                            'for this image, or leave bmap out' % (bmap_path, bmap.image_size, source_path, reader.position))
+        return {'format': reader.format, 'size': reader.position, 'checked_ranges': checked}
 
 
 def content_digest_of(path, bmap=None, image_size=None, chunk_size=4 * MiB):

@@ -14,6 +14,7 @@ Layout under the state directory::
     flash/node<N>.json          the record of node N
     flash/progress.json         progress of the running (or last) flash, unless told otherwise
     flash/node<N>.lock          held while node N is being flashed
+    flash/checked.json          digests of images (and bmaps) read through and found sound
 """
 
 from __future__ import annotations
@@ -66,6 +67,31 @@ class FlashRecords(object):
         _atomic_write(self.path(node), record)
         return record
 
+    def _checked_path(self):
+        return os.path.join(self.directory, 'checked.json')
+
+    def image_checked(self, key):
+        """Whether an image (and bmap) with these digests was read through and found sound."""
+        try:
+            with open(self._checked_path()) as f:
+                data = json.load(f)
+        except (IOError, OSError, ValueError):
+            return False
+        return isinstance(data, dict) and key in data
+
+    def remember_checked(self, key, keep=16):
+        try:
+            with open(self._checked_path()) as f:
+                data = json.load(f)
+            if not isinstance(data, dict):
+                data = {}
+        except (IOError, OSError, ValueError):
+            data = {}
+        data[key] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+        # The newest few: a controller flashes a handful of images.
+        data = dict(sorted(data.items(), key=lambda kv: kv[1])[-keep:])
+        _atomic_write(self._checked_path(), data)
+
     def forget(self, node):
         try:
             os.unlink(self.path(node))
@@ -83,6 +109,11 @@ def differences(record, want):
     if not record:
         return ['no record']
     return [k for k in RECORD_KEYS if record.get(k) != want.get(k)]
+
+
+def heartbeat_path(progress_path):
+    """The file a poller touches each time it reads the progress (a flash with a watchdog checks its age)."""
+    return progress_path + '.alive'
 
 
 def _mib(n):
@@ -104,6 +135,8 @@ class ProgressFile(object):
         self.clock = clock
         self.min_interval = min_interval
         self._last = 0.0
+        self.written = False
+        self._write_started = {}
         now = clock()
         self.data = {'run': run_id or '%d-%d' % (int(now), os.getpid()), 'pid': os.getpid(), 'started': now,
                      'updated': now, 'finished': False, 'ok': None, 'summary': '',
@@ -117,15 +150,28 @@ class ProgressFile(object):
     def phase(self, node, phase, error=None):
         entry = self.node(node)
         entry['phase'] = phase
+        if phase == 'writing':
+            self._write_started[str(node)] = self.clock()
         if error:
             entry['error'] = error
         self.write(force=True)
 
-    def bytes(self, node, done, total):
+    def bytes(self, node, done, total, seconds=None):
+        """Bytes written so far; seconds: the writer's own time for them, once it has finished."""
         entry = self.node(node)
+        now = self.clock()
+        started = self._write_started.setdefault(str(node), now)
+        if seconds is not None:
+            started = now - seconds
         entry['bytes_done'] = int(done)
         entry['bytes_total'] = int(total or 0)
         entry['percent'] = round(100.0 * done / total, 1) if total else 0.0
+        elapsed = now - started
+        # Rate over the whole write so far: steady enough for an ETA on a shared USB link.
+        if elapsed > 0 and done:
+            rate = done / elapsed
+            entry['mb_per_s'] = round(rate / 1e6, 1)
+            entry['eta_seconds'] = int(round((total - done) / rate)) if total and total >= done else None
         self.write()
 
     def summary(self):
@@ -133,8 +179,11 @@ class ProgressFile(object):
         for name in sorted(self.data['nodes'], key=int):
             e = self.data['nodes'][name]
             if e.get('bytes_total'):
-                parts.append('node%s %s %s/%s MiB (%.0f%%)' % (name, e['phase'], _mib(e['bytes_done']),
-                                                               _mib(e['bytes_total']), e['percent']))
+                text = 'node%s %s %s/%s MiB %.0f%%' % (name, e['phase'], _mib(e['bytes_done']), _mib(e['bytes_total']),
+                                                       e['percent'])
+                if e.get('mb_per_s') is not None:
+                    text += ' %.1f MB/s' % e['mb_per_s']
+                parts.append(text)
             else:
                 parts.append('node%s %s' % (name, e['phase']))
         return ' | '.join(parts)
@@ -151,6 +200,7 @@ class ProgressFile(object):
         if not force and now - self._last < self.min_interval:
             return
         self._last = now
+        self.written = True
         self.data['updated'] = now
         self.data['summary'] = self.summary()
         try:

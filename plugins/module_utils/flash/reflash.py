@@ -26,7 +26,7 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors impor
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.source import normalize_sha256
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import firstboot as fbmod
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import record as recmod
-from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DeviceLock, LockTimeout
+from ansible_collections.minicluster.cm4.plugins.module_utils.board import owner as ownermod
 
 try:
     import serial
@@ -112,6 +112,8 @@ class Job(object):
         self.power_actions = []
         self.started = None
         self.seconds = None
+        self.claim = None
+        self.interrupted = None
 
     @property
     def failed(self):
@@ -139,6 +141,8 @@ class Job(object):
             out['seconds'] = round(self.seconds, 2)
         if self.power_actions:
             out['power_actions'] = self.power_actions
+        if self.interrupted:
+            out['interrupted_run'] = self.interrupted
         return out
 
 
@@ -206,7 +210,8 @@ class Reflash(object):
                  rpiboot_timeout=60.0, root='/', disk_timeout=60.0, firstboot=None, wait_for=None, consoles=None,
                  boot_timeout=180.0, verify=True, progress=None, check_mode=False, stagger=1.0, restart_delay=2.0,
                  flash_options=None, console_opener=open_console, lock_timeout=0.0, clock=time.monotonic,
-                 sleep=time.sleep, poll_interval=0.25):
+                 sleep=time.sleep, poll_interval=0.25, check_fn=None, state_dir=None, run_info=None,
+                 watchdog=0.0, heartbeat=None, before_touch=None):
         self.nodes = sorted(set(nodes))
         self.image = image
         self.bmap = bmap
@@ -233,6 +238,7 @@ class Reflash(object):
         self.records = records
         self.flash_fn = flash_fn
         self.identity_fn = identity_fn
+        self.check_fn = check_fn
         self.flash_options = flash_options or {}
         self.console_opener = console_opener
         self.lock_timeout = lock_timeout
@@ -242,7 +248,14 @@ class Reflash(object):
         self.jobs = dict((n, Job(n, self.usb_paths.get(n))) for n in self.nodes)
         self.identity = None
         self.image_summary = None
-        self._locks = []
+        self.state_dir = state_dir if state_dir is not None else os.path.dirname(records.directory)
+        self.run_info = run_info or {'run': '%d-%d' % (int(time.time()), os.getpid()), 'pid': os.getpid(),
+                                     'started': time.time()}
+        self.watchdog = watchdog
+        self.heartbeat = heartbeat
+        self.stop_reason = None
+        # Called once everything is checked, right before the first node is claimed.
+        self.before_touch = before_touch
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -255,6 +268,37 @@ class Reflash(object):
     def _phase(self, job, phase):
         if self.progress is not None:
             self.progress.phase(job.node, phase, error=job.error)
+        if job.claim is not None:
+            job.claim.phase(phase)
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    def request_stop(self, reason):
+        """Ask a running flash to stop (from a signal handler): checked between and inside steps."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+
+    def stopping(self):
+        """Why the flash must stop, or None: a stop request, or nobody polling its progress any more."""
+        if self.stop_reason is None and self.watchdog and self.heartbeat:
+            try:
+                idle = time.time() - os.stat(self.heartbeat).st_mtime
+            except OSError:
+                idle = None
+            if idle is not None and idle > self.watchdog:
+                self.stop_reason = ('nobody has followed its progress for %ss: the play that started it was interrupted'
+                                    % _num(idle))
+        return self.stop_reason
+
+    def _stop_jobs(self, jobs):
+        """Fail and release the given jobs because the flash was told to stop."""
+        reason = self.stopping()
+        for job in jobs:
+            if not job.failed:
+                self._fail(job, job.step or 'preflight', 'flash stopped (%s) at step %s: writing stopped, USB boot '
+                           'released and the node switched off; nothing is recorded as flashed: run the flash again'
+                           % (reason, job.step or 'preflight'))
+        self._release(jobs)
 
     def _fail(self, job, step, message):
         job.error = '%s: %s' % (job.name, message)
@@ -290,6 +334,8 @@ class Reflash(object):
             raise ReflashError('image %s not found on the controller: check the image path' % self.image)
         if not os.access(self.image, os.R_OK):
             raise ReflashError('image %s is not readable: check its permissions' % self.image)
+        if os.path.getsize(self.image) == 0:
+            raise ReflashError('image %s is empty: give the real image (was a download cut short?)' % self.image)
         if self.bmap and not os.path.isfile(self.bmap):
             raise ReflashError('bmap %s not found on the controller: check the bmap path or leave bmap out' % self.bmap)
         if self.firstboot:
@@ -335,6 +381,13 @@ class Reflash(object):
         settings = dict(self.firstboot)
         if settings.get('hostname'):
             settings['hostname'] = settings['hostname'].replace('{node}', str(node))
+        password = settings.pop('password', None)
+        if password is not None:
+            if settings.get('password_hash'):
+                raise ReflashError('firstboot: give password or password_hash, not both')
+            if not settings.get('user'):
+                raise ReflashError('firstboot.password needs user: name the user it belongs to')
+            settings['password_hash'] = fbmod.hash_password(password, node, settings['user'])
         return settings
 
     def plan(self):
@@ -363,6 +416,8 @@ class Reflash(object):
         """Plan, then (outside check mode) flash what the plan says. Returns the jobs."""
         self.plan()
         todo = self.active()
+        if todo:
+            self._check_image()
         if self.check_mode:
             for job in todo:
                 job.action = 'would flash'
@@ -370,12 +425,39 @@ class Reflash(object):
         if not todo:
             return self.jobs
         self._preflight_tools()
+        if self.before_touch is not None:
+            self.before_touch()
         try:
-            self._lock(todo)
-            self._flash(todo)
+            self._claim(todo)
+            try:
+                self._flash(self.active())
+            except Exception as exc:  # pylint: disable=broad-except
+                # Whatever went wrong, no node is left powered in USB boot.
+                touched = [j for j in self.jobs.values() if j.started is not None and not j.failed]
+                for job in touched:
+                    self._fail(job, job.step or 'preflight', 'unexpected error at step %s: %s: %s; the node was '
+                               'switched off' % (job.step, type(exc).__name__, exc))
+                self._release(touched)
         finally:
-            self._unlock()
+            self._unclaim()
         return self.jobs
+
+    def _check_image(self):
+        """Decompress the whole image once and check it against its bmap, before any node is touched.
+
+        Remembered per image and bmap digest, so a rerun with the same files does not pay for it again.
+        """
+        if self.check_fn is None:
+            return
+        key = '%s %s' % (self.identity['image_digest'], self.identity['bmap_digest'])
+        if self.records.image_checked(key):
+            return
+        try:
+            self.check_fn(self.image, self.bmap)
+        except (FlashError, OSError) as exc:
+            raise ReflashError('%s; no node was touched' % exc)
+        if not self.check_mode:
+            self.records.remember_checked(key)
 
     def _preflight_tools(self):
         exe = find_executable(self.rpiboot)
@@ -393,20 +475,27 @@ class Reflash(object):
                 if find_executable(tool) is None:
                     raise ReflashError('%s not found on the controller: install mtools for firstboot' % tool)
 
-    def _lock(self, jobs):
+    def _claim(self, jobs):
+        """Take each node for this run; a node another run holds fails with that run's name."""
+        info = dict(self.run_info, progress_file=getattr(self.progress, 'path', None))
         for job in jobs:
-            lock = DeviceLock(self.records.lock_path(job.node), timeout=self.lock_timeout)
+            claim = ownermod.Claim(self.state_dir, job.node, info)
             try:
-                lock.acquire()
-            except LockTimeout:
-                self._fail(job, 'preflight', 'another run is flashing it (lock %s held): wait for it to finish'
-                           % self.records.lock_path(job.node))
+                claim.acquire()
+            except ownermod.NodeBusy as exc:
+                self._fail(job, 'preflight', 'another run holds it: %s' % exc)
                 continue
-            self._locks.append(lock)
+            job.claim = claim
+            if claim.found and claim.found.get('run') != info.get('run'):
+                # Left by a run that died: say what was found; this run reflashes the node.
+                job.interrupted = dict((k, claim.found.get(k)) for k in
+                                       ('run', 'pid', 'started', 'phase', 'interrupted_phase', 'released'))
 
-    def _unlock(self):
-        while self._locks:
-            self._locks.pop().release()
+    def _unclaim(self):
+        for job in self.jobs.values():
+            if job.claim is not None:
+                job.claim.release()
+                job.claim = None
 
     def _flash(self, todo):
         for job in todo:
@@ -417,12 +506,11 @@ class Reflash(object):
         todo = self.active()
         if not todo:
             return
-        self._usb_boot(todo)
-        self._run_rpiboot(self.active())
-        self._wait_disks(self.active())
-        self._write(self.active())
-        self._customise(self.active())
-        self._boot(self.active())
+        for step in (self._usb_boot, self._run_rpiboot, self._wait_disks, self._write, self._customise, self._boot):
+            if self.stopping():
+                self._stop_jobs(self.active())
+                break
+            step(self.active())
         for job in self.jobs.values():
             if job.started is not None:
                 job.seconds = self.clock() - job.started
@@ -469,9 +557,18 @@ class Reflash(object):
             for node, proc in list(pending.items()):
                 if proc.poll() is not None:
                     del pending[node]
-            if not pending or self.clock() >= deadline:
+            if not pending or self.clock() >= deadline or self.stopping():
                 break
             self.sleep(self.poll_interval)
+        if self.stopping():
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            for log in logs.values():
+                log.close()
+            self._stop_jobs(jobs)
+            return
         for node, proc in procs.items():
             job = self.jobs[node]
             logs[node].seek(0)
@@ -511,6 +608,9 @@ class Reflash(object):
                     pending.remove(job)
             if not pending:
                 break
+            if self.stopping():
+                self._stop_jobs(jobs)
+                return
             if self.clock() >= deadline:
                 for job in pending:
                     self._fail(job, 'disk', diskmod._absent_reason(job.usb_path, self.root, self.disk_timeout))
@@ -534,7 +634,7 @@ class Reflash(object):
 
         def alive(name):
             job = by_name.get(name)
-            return job is not None and diskmod.still_there(job.disk, self.root)
+            return job is not None and not self.stopping() and diskmod.still_there(job.disk, self.root)
 
         targets = dict((j.name, j.disk.path) for j in jobs)
         try:
@@ -547,6 +647,9 @@ class Reflash(object):
             self._release(jobs)
             return
         self.image_summary = getattr(results, 'image', None)
+        if self.stopping():
+            self._stop_jobs(jobs)
+            return
         for job in jobs:
             r = results.get(job.name)
             if r is None:
@@ -554,10 +657,11 @@ class Reflash(object):
                 continue
             job.write = dict(bytes_written=r.bytes_written, verified=bool(r.verified),
                              bytes_verified=getattr(r, 'bytes_verified', None), content_digest=r.content_digest,
-                             write_seconds=round(r.seconds or 0.0, 2))
+                             write_seconds=round(r.seconds or 0.0, 2),
+                             mb_per_s=round(r.bytes_written / r.seconds / 1e6, 1) if r.seconds else None)
             if self.progress is not None:
                 self.progress.bytes(job.node, r.bytes_written, (self.image_summary.mapped_size if self.image_summary else 0)
-                                    or r.bytes_written)
+                                    or r.bytes_written, seconds=r.seconds or None)
             if not r.ok:
                 stage = getattr(r, 'stage', None) or 'write'
                 self._fail(job, 'verify' if stage == 'verify' else 'write', '%s failed on disk %s at USB path %s: %s: %s'
@@ -620,11 +724,14 @@ class Reflash(object):
             self._phase(job, 'waiting for console')
         for node, watch in watches.items():
             job = self.jobs[node]
-            watch.done.wait(max(0.0, deadline - self.clock()))
+            while not watch.done.is_set() and self.clock() < deadline and not self.stopping():
+                watch.done.wait(min(self.poll_interval, max(0.0, deadline - self.clock())))
             watch.stop()
             watch.done.wait(2.0)
             if watch.match is not None:
                 job.console_match = watch.match
+            elif self.stopping():
+                self._stop_jobs([job])
             elif watch.error:
                 self._fail(job, 'console', 'reading console %s failed: %s' % (watch.path, watch.error))
             else:

@@ -101,7 +101,8 @@ class ChipLines(object):
         self._v2 = Direction is not None and hasattr(gpiod, 'request_lines')
 
     def output(self, values):
-        wanted = dict(self._lines, **values)
+        wanted = dict(self._lines)
+        wanted.update(values)
         try:
             if self._request is not None and set(wanted) == set(self._lines):
                 # Same lines: change levels on the held request, without a glitch.

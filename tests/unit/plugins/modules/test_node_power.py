@@ -56,10 +56,16 @@ def test_check_mode_writes_no_pin(fw, tmp_path, capsys):
 
 
 @pytest.mark.parametrize('args, message', [
-    (dict(node=5), 'node 5 is not on the hat at /dev/ttyACM0'),
-    (dict(node=0), 'node 0 is not on the hat at /dev/ttyACM0'),
-    (dict(nodes=[1, 7]), 'node 7 is not on the hat'),
-    (dict(node=1, stagger=-1), 'stagger must not be negative'),
+    (dict(node=5), 'node must be a node number 1 to 4, not 5'),
+    (dict(node=0), 'node must be a node number 1 to 4, not 0'),
+    (dict(nodes=[1, 7]), 'nodes must be a node number 1 to 4, not 7'),
+    (dict(nodes=[]), 'nodes must name at least one node'),
+    (dict(node=True), 'node must be a node number 1 to 4, not True'),
+    (dict(node=1, stagger=-1), 'stagger must be from 0 to 60 seconds, not -1'),
+    (dict(node=1, restart_delay='inf'), 'restart_delay must be a finite number from 0 to 60 seconds, not inf'),
+    (dict(node=1, restart_delay=1e9), 'restart_delay must be from 0 to 60 seconds, not 1000000000'),
+    (dict(node=1, lock_timeout='nan'), 'lock_timeout must be a finite number'),
+    (dict(node=1, port='/dev/tty\nACM0'), 'port must not contain control characters'),
 ])
 def test_bad_input_fails_before_opening_the_port(fw, tmp_path, capsys, args, message):
     out = run(tmp_path, capsys, **args)

@@ -52,7 +52,13 @@ def test_progress_file_throttles_and_summarises(tmp_path):
     progress.bytes(3, 2097152, 4194304)
     data = json.load(open(path))
     assert data['nodes']['1']['percent'] == 25.0
-    assert data['summary'] == 'node1 writing 1.0/4.0 MiB (25%) | node3 queued 2.0/4.0 MiB (50%)'
+    assert data['summary'] == 'node1 writing 1.0/4.0 MiB 25% | node3 queued 2.0/4.0 MiB 50%'
+    now[0] += 2
+    progress.bytes(1, 3145728, 4194304)
+    data = json.load(open(path))
+    # 3 MiB in the 4 s since node 1's first bytes: 0.8 MB/s, the last MiB in about a second.
+    assert data['nodes']['1']['mb_per_s'] == 0.8 and data['nodes']['1']['eta_seconds'] == 1
+    assert data['summary'].startswith('node1 writing 3.0/4.0 MiB 75% 0.8 MB/s | ')
     progress.phase(3, 'failed', error='node3: gone')
     progress.finish(False)
     data = json.load(open(path))
