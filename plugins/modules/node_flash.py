@@ -24,6 +24,13 @@ description:
     written and saved only once the node has been written, verified, customised and booted.
   - A node that fails at any step has USB boot released and is switched off; the task fails with one
     line per failed node in RV(msg); the other nodes carry on and are reported in RV(nodes).
+  - Every option is checked before anything is touched; a refused input fails in one line and changes nothing.
+  - One owner per node. While it works on a node the flash holds it (a lock and C(flash/node<N>.owner.json) under
+    O(state_dir), naming the run); a second flash fails that node naming the run that holds it, and
+    M(minicluster.cm4.node_power) refuses to switch it.
+  - Stopping. On SIGTERM, SIGINT or SIGHUP, O(abort=true) from another run, or the O(watchdog), writing stops within
+    one chunk, USB boot is released, the node is switched off and nothing is recorded as flashed. A guardian
+    process does the same when the flash is killed outright; the next flash of that node reports it.
   - Long flashes are safe under C(async). While it runs, the module rewrites a small JSON progress file
     (O(progress_file)) with each node's step and bytes written, for a play to poll (the
     C(minicluster.cm4.reflash) role does).
@@ -52,8 +59,9 @@ options:
     description:
       - The image on the controller. Raw C(.img), or compressed C(.xz), C(.gz), C(.bz2), C(.zst); streamed,
         never decompressed to disk.
+      - Required unless O(abort=true). Before its first flash the image is read through once and checked (empty,
+        corrupt, truncated, not matching its O(bmap)); a sound image is remembered by digest.
     type: path
-    required: true
   bmap:
     description:
       - The image's block map as C(bmaptool create) writes it (format 1.x or 2.0), for example the C(.bmap)
@@ -216,9 +224,28 @@ options:
     default: 1.0
   restart_delay:
     description:
-      - Seconds a node stays off in a power cycle.
+      - Seconds a node stays off in a power cycle, 0 to 60.
     type: float
     default: 2.0
+  watchdog:
+    description:
+      - Seconds without a poll of the progress (M(minicluster.cm4.flash_progress) touches a heartbeat file next to
+        O(progress_file) at each poll) after which the flash stops cleanly, as when the play that started it was
+        interrupted. V(0) turns it off; otherwise at least 10.
+    type: float
+    default: 0.0
+  abort:
+    description:
+      - Instead of flashing, stop the flash that holds the nodes asked for (SIGTERM to its process) and wait until
+        it has released them; then make sure they are off with USB boot released. A node a killed flash left is
+        switched off too. Nodes no flash holds are left alone.
+    type: bool
+    default: false
+  abort_timeout:
+    description:
+      - Seconds O(abort=true) waits for the flash to stop, more than 0 and at most 600.
+    type: float
+    default: 120.0
   method:
     description:
       - How the image reaches the nodes' eMMC.
@@ -280,19 +307,6 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: Flash over the hat's gigabit switch (method network; not yet tried on a real board)
-  minicluster.cm4.node_flash:
-    nodes: [1, 2, 3, 4]
-    image: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.xz
-    bmap: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.bmap
-    method: network
-    network:
-      interface: eth0
-      server_address: 192.168.50.1
-      node_addresses: {1: 192.168.50.11/24, 2: 192.168.50.12/24, 3: 192.168.50.13/24, 4: 192.168.50.14/24}
-      serials: {1: 3f1c2a01, 2: 3f1c2a02, 3: 3f1c2a03, 4: 3f1c2a04}
-      payload: /srv/netflash/cm4-0f068d52b0d3f843
-
 - name: Flash Raspberry Pi OS on every node, writing only what the bmap maps
   minicluster.cm4.node_flash:
     nodes: [1, 2, 3, 4]
@@ -307,6 +321,19 @@ EXAMPLES = r'''
         - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
     wait_for: "login:"
     consoles: {1: /dev/ttyAMA1, 2: /dev/ttyAMA2, 3: /dev/ttyAMA3, 4: /dev/ttyAMA4}
+
+- name: Flash over the hat's gigabit switch (method network; not yet tried on a real board)
+  minicluster.cm4.node_flash:
+    nodes: [1, 2, 3, 4]
+    image: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.xz
+    bmap: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.bmap
+    method: network
+    network:
+      interface: eth0
+      server_address: 192.168.50.1
+      node_addresses: {1: 192.168.50.11/24, 2: 192.168.50.12/24, 3: 192.168.50.13/24, 4: 192.168.50.14/24}
+      serials: {1: 3f1c2a01, 2: 3f1c2a02, 3: 3f1c2a03, 4: 3f1c2a04}
+      payload: /srv/netflash/cm4-0f068d52b0d3f843
 
 - name: A stored hash works too; with the password_hash filter, fix the salt or every run reflashes
   minicluster.cm4.node_flash:
@@ -376,7 +403,8 @@ nodes:
       type: str
       sample: 1-1.2.2
     action:
-      description: V(flashed), V(unchanged), V(would flash) (check mode) or V(failed).
+      description: V(flashed), V(unchanged), V(would flash) (check mode) or V(failed); with O(abort=true), V(aborted),
+        V(released) (a dead run's node switched off) or V(idle).
       type: str
       sample: flashed
     reasons:
@@ -440,6 +468,22 @@ nodes:
       description: Wall time this node took, from USB boot to done.
       type: float
       returned: when the node was flashed or failed after being touched
+    mb_per_s:
+      description: Write rate of this node in MB/s (bytes written over write time), as the progress lines showed it.
+      type: float
+      returned: when the node was written
+    interrupted_run:
+      description: A flash of this node that died before it ended (run, pid, started, phase), found by this run.
+      type: dict
+      returned: when one was found
+    run:
+      description: With O(abort=true), the run that held the node.
+      type: str
+      returned: with abort, when a flash held the node
+    pid:
+      description: With O(abort=true), the process id of that run.
+      type: int
+      returned: with abort, when a flash held the node
     record:
       description: The node's flash record after the task.
       type: dict
