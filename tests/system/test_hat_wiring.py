@@ -27,8 +27,8 @@ def hat(shared_hat):
 
 
 def args(hat, **more):
-    out = dict(port=hat.rp2040, lock_dir=hat.path('lock'), state_dir=hat.path('state'), i2c_bus=hat.i2c_bus,
-               root=hat.dir)
+    out = dict(port=hat.rp2040, uart_port=hat.path('rp2040-uart'), lock_dir=hat.path('lock'), state_dir=hat.path('state'),
+               i2c_bus=hat.i2c_bus, root=hat.dir)
     out.update(more)
     return out
 
@@ -95,8 +95,8 @@ def test_usb_hub_and_its_ports(hat, tmp_path):
 
 def test_hub_not_enumerated_is_null_with_the_reasons(hat, tmp_path):
     hat.control.set(strict_hub=True)  # jumpers fitted: the hub is held in reset
-    info = run_module('hat_info', args(hat, sensors=False), tmp_path)
-    assert info.get('failed') is not True and info['usb']['hub'] is None
+    info = run_module('hat_info', args(hat, sensors=False), tmp_path)  # the RP2040 answers on its UART
+    assert info.get('failed') is not True and info['usb']['hub'] is None, info
     assert 'jumpers' in info['usb']['error'] and 'EEPROM' in info['usb']['error']
     assert [n['power'] for n in info['nodes']] == ['off'] * 4
 
@@ -132,13 +132,13 @@ def test_node_flash_refuses_a_hub_that_is_not_the_hats_before_touching_anything(
     image.write_bytes(b'\0' * 4096)
     before = hat.state()['rp2040']['log_total']
     base = dict(nodes=[1, 2], image=str(image), rpiboot=hat.rpiboot, root=hat.dir, port=hat.rp2040,
-                lock_dir=hat.path('lock'), state_dir=hat.path('state'))
+                uart_port=hat.path('rp2040-uart'), lock_dir=hat.path('lock'), state_dir=hat.path('state'))
     for extra, words in ((dict(usb_hub='1-1.3.1'), "USB device 1-1.3.1 is 2e8a:000a"),
                          (dict(usb_paths={'2': '1-1.3.2'}), "which is node 1's port on the hat's hub")):
         result = run_module('node_flash', dict(base, **extra), tmp_path)
         assert result['failed'] is True, result
-        assert [line.split(':', 1)[0] for line in result['msg'].splitlines()] == ['node1', 'node2']
-        assert all(words in line for line in result['msg'].splitlines()), result['msg']
+        assert result['msg'].startswith('node1, node2: ') and words in result['msg'] and '\n' not in result['msg'], result
+        assert [n['failed_step'] for n in result['nodes']] == ['preflight', 'preflight']
     hat.control.set(strict_hub=True)  # jumpers fitted: no hub on the bus, so no node can be found
     result = run_module('node_flash', dict(base, nodes=[3], _ansible_check_mode=True), tmp_path)
     assert result['failed'] is True and 'no USB2517 hub (0424:2517)' in result['msg'] and 'jumpers' in result['msg']

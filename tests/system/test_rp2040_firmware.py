@@ -13,7 +13,6 @@ from ansible_collections.minicluster.cm4.tests.unit.plugins.module_utils.board.u
 from moduletest import reset_sim, run_module, running_sim, sim_state
 
 
-
 @pytest.fixture(scope='module')
 def sim(tmp_path_factory):
     with running_sim(tmp_path_factory.mktemp('hatsim') / 'hat') as directory:

@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import re
 
 # `k3s agent` flags (K3s v1.29-v1.33), by the type their value takes.
@@ -75,7 +76,7 @@ def _scalar(layer, key, value):
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value or value in (float('inf'), float('-inf')):
+        if math.isnan(value) or value in (float('inf'), float('-inf')):
             raise ConfigError('%s: %s must be finite, got %r' % (layer, key, value))
         return repr(value)
     if not isinstance(value, str):

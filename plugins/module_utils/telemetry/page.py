@@ -88,7 +88,11 @@ function section(hat) {
                             ["power", "input power, W"], ["fan", "fan RPM"]]) {
     const f = el("figure");
     f.appendChild(el("canvas", {id: id + "-plot-" + k, width: 360, height: 160}));
-    f.appendChild(el("figcaption", {}, label + " (last hour)"));
+    const cap = el("figcaption", {}, label + " (last hour)");
+    if (k === "temp" || k === "current") {
+      [1, 2, 3, 4].forEach((n, i) => cap.appendChild(el("span", {style: "color:" + COLORS[i]}, " \u25a0 node " + n)));
+    }
+    f.appendChild(cap);
     plots.appendChild(f);
   }
   s.appendChild(plots);

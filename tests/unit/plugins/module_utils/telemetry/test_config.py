@@ -75,3 +75,15 @@ def test_load_reports_unreadable_and_non_json_files(tmp_path):
     good = tmp_path / 'good.json'
     good.write_text(json.dumps(base()))
     assert config.load(str(good))['hats'][0]['name'] == 'alpha'
+
+
+def test_service_exits_2_on_a_bad_configuration_and_says_why(tmp_path, capsys):
+    from ansible_collections.minicluster.cm4.plugins.module_utils.telemetry import daemon
+    bad = tmp_path / 'telemetry.json'
+    bad.write_text(json.dumps(dict(base(), influxdb={'url': 'not a url', 'database': 'cm4', 'version': 1})))
+    assert daemon.main(['--config', str(bad)]) == daemon.EXIT_CONFIG == 2   # the unit does not restart on 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'influxdb.url must be an http:// or https:// URL' in err
+    assert daemon.main(['--check-config', str(bad)]) == 2
+    bad.write_text(json.dumps(base()))
+    assert daemon.main(['--check-config', str(bad)]) == 0
