@@ -15,7 +15,7 @@ description:
     percent, rate (MB/s) and estimated time left. When the flash ends, the task's result is the
     flash's own result (it fails when a node failed), with the same numbers.
   - Each poll also tells the flash that someone is still following it (a heartbeat file next to the
-    progress file): a flash started with the C(watchdog) option stops cleanly when the polls stop,
+    progress file), so a flash started with the C(watchdog) option stops cleanly when the polls stop,
     for example because the play was interrupted with Ctrl-C.
   - Ctrl-C (or SIGTERM) while it follows asks the flash to stop at once, the same as O(stop=true).
   - Without O(jid), the module alone returns one snapshot of the progress file.
@@ -57,7 +57,7 @@ options:
     default: 7200.0
   stop:
     description:
-      - Ask the flash that writes O(path) to stop (SIGTERM): it stops writing, releases USB boot, switches its
+      - Ask the flash that writes O(path) to stop (SIGTERM). It stops writing, releases USB boot, switches its
         nodes off and records nothing as flashed.
     type: bool
     default: false

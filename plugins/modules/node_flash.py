@@ -163,7 +163,7 @@ options:
         description:
           - The user's password as a crypt(3) hash (C(mkpasswd -m sha-512)), never the clear password. Never shown
             in output. Mutually exclusive with O(firstboot.password).
-          - The hash is part of the node's record: give the same hash on every run (a stored one, or the
+          - The hash is part of the node's record, so give the same hash on every run (a stored one, or the
             C(password_hash) filter with a fixed salt), or every run reflashes the node.
         type: str
       password:
@@ -246,6 +246,56 @@ options:
       - Seconds O(abort=true) waits for the flash to stop, more than 0 and at most 600.
     type: float
     default: 120.0
+  method:
+    description:
+      - How the image reaches the nodes' eMMC.
+      - V(usb) writes it through rpiboot's mass-storage gadget over the hat's one USB 2.0 link.
+      - V(network) boots every node over rpiboot into a small agent that pulls the image over the hat's
+        gigabit switch from a server on the controller, writes and verifies it on the node, and reports
+        the digests, which the controller compares with the bmap. Needs O(bmap) with SHA-256 ranges and
+        O(network). Not yet tried on a real board; see C(docs/netflash.md).
+    type: str
+    choices: [usb, network]
+    default: usb
+  network:
+    description:
+      - Options of O(method=network).
+    type: dict
+    suboptions:
+      interface:
+        description: The controller's interface on the hat switch.
+        type: str
+        default: eth0
+      server_address:
+        description: The controller's address on O(network.interface); the server binds to it only.
+        type: str
+      server_port:
+        description: TCP port of the server; a port in use is refused before any node is touched.
+        type: int
+        default: 8370
+      node_addresses:
+        description: Node number to C(ADDRESS/PREFIX) its agent puts on C(eth0), in the controller's subnet.
+        type: dict
+        default: {}
+      serials:
+        description: Node number to the CM4's serial number (hex, as its bootloader prints it); plans are keyed by it.
+        type: dict
+        default: {}
+      payload:
+        description: The built payload directory (C(make payload) prints it); checked against its build record.
+        type: path
+      bootfiles:
+        description: usbboot's second stage on the controller, sent first by C(rpiboot).
+        type: path
+        default: /usr/share/rpiboot/mass-storage-gadget64/bootfiles.bin
+      device:
+        description: The eMMC as the node's kernel names it.
+        type: str
+        default: /dev/mmcblk0
+      timeout:
+        description: Seconds to wait for every node's report.
+        type: float
+        default: 1800.0
 notes:
   - The flash and the first-boot edits run on the controller, which needs C(rpiboot) with its payloads,
     mtools (for O(firstboot)) and the Python zstandard package (for C(.zst) images).
@@ -271,6 +321,19 @@ EXAMPLES = r'''
         - "{{ lookup('file', '~/.ssh/id_ed25519.pub') }}"
     wait_for: "login:"
     consoles: {1: /dev/ttyAMA1, 2: /dev/ttyAMA2, 3: /dev/ttyAMA3, 4: /dev/ttyAMA4}
+
+- name: Flash over the hat's gigabit switch (method network; not yet tried on a real board)
+  minicluster.cm4.node_flash:
+    nodes: [1, 2, 3, 4]
+    image: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.xz
+    bmap: /srv/images/2025-05-13-raspios-bookworm-arm64-lite.img.bmap
+    method: network
+    network:
+      interface: eth0
+      server_address: 192.168.50.1
+      node_addresses: {1: 192.168.50.11/24, 2: 192.168.50.12/24, 3: 192.168.50.13/24, 4: 192.168.50.14/24}
+      serials: {1: 3f1c2a01, 2: 3f1c2a02, 3: 3f1c2a03, 4: 3f1c2a04}
+      payload: /srv/netflash/cm4-0f068d52b0d3f843
 
 - name: A stored hash works too; with the password_hash filter, fix the salt or every run reflashes
   minicluster.cm4.node_flash:
@@ -444,6 +507,7 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.flash import first
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.disk import DiskError
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors import FlashError
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.network import NetworkReflash
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.guardian import Guardian
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.record import FlashRecords, ProgressFile, heartbeat_path
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.reflash import Reflash, ReflashError
@@ -510,7 +574,43 @@ def validate_params(p):
         validate.text('firstboot.%s' % key, fb.get(key))
     for key in fb.get('ssh_authorized_keys') or []:
         validate.text('firstboot.ssh_authorized_keys entry', key)
+    if p['method'] == 'network':
+        validate_network(p['network'])
     return nodes, usb_paths, consoles
+
+
+NETWORK_SPEC = dict(
+    interface=dict(type='str', default='eth0'),
+    server_address=dict(type='str'),
+    server_port=dict(type='int', default=8370),
+    node_addresses=dict(type='dict', default={}),
+    serials=dict(type='dict', default={}),
+    payload=dict(type='path'),
+    bootfiles=dict(type='path', default='/usr/share/rpiboot/mass-storage-gadget64/bootfiles.bin'),
+    device=dict(type='str', default='/dev/mmcblk0'),
+    timeout=dict(type='float', default=1800.0),
+)
+
+
+def job_class(p):
+    """Reflash for method usb; NetworkReflash, with its options, for method network."""
+    if p['method'] != 'network':
+        return Reflash
+    net = validate_network(p['network'])
+    return lambda *args, **kwargs: NetworkReflash(*args[:2], network=net, **kwargs)
+
+
+def validate_network(value):
+    """The network options, node-keyed maps with integer keys; raises validate.InvalidOption."""
+    net = dict(value or {})
+    for key in ('node_addresses', 'serials'):
+        net[key] = dict((node, validate.text('network.%s node %d' % (key, node), item, empty=False))
+                        for node, item in validate.node_keyed('network.' + key, net.get(key)).items())
+    for key in ('interface', 'server_address', 'device'):
+        validate.text('network.' + key, net.get(key))
+    validate.number('network.server_port', net.get('server_port'), 1, 65535, integer=True)
+    validate.number('network.timeout', net.get('timeout'), 0, 86400, low_open=True, unit='seconds')
+    return net
 
 
 def argument_spec():
@@ -541,6 +641,8 @@ def argument_spec():
         watchdog=dict(type='float', default=0.0),
         abort=dict(type='bool', default=False),
         abort_timeout=dict(type='float', default=120.0),
+        method=dict(type='str', default='usb', choices=['usb', 'network']),
+        network=dict(type='dict', options=NETWORK_SPEC),
     )
     return spec
 
@@ -573,7 +675,7 @@ def build(module, nodes, usb_paths, consoles, progress):
     firstboot = None
     if p['firstboot'] is not None:
         firstboot = dict((k, v) for k, v in p['firstboot'].items() if v is not None)
-    return Reflash(
+    return job_class(p)(
         nodes, p['image'], hat_factory=lambda: hat_from_module(module, restart_delay=p['restart_delay']),
         records=FlashRecords(p['state_dir']), flash_fn=pipeline.flash, identity_fn=pipeline.image_identity,
         check_fn=pipeline.check_image,

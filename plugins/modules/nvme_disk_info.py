@@ -133,7 +133,6 @@ uuid:
 '''
 
 import json
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.minicluster.cm4.plugins.module_utils.fleet import datadisk

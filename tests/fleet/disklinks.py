@@ -48,7 +48,7 @@ def link(path, target):
 
 
 def uuid_of(path):
-    out = subprocess.run(['blkid', '-p', '-o', 'export', path], capture_output=True, text=True)
+    out = subprocess.run(['blkid', '-p', '-o', 'export', path], capture_output=True, text=True, check=False)
     for line in out.stdout.splitlines():
         if line.startswith('UUID='):
             return line[5:]

@@ -284,7 +284,7 @@ def _wait_ssh(layout: dict, node: dict, deadline: float) -> None:
             f'root@{node["address"]}',
             f'test -b /dev/nvme0n1 && test -L {node["by_id"]}']
     while True:
-        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
         if res.returncode == 0:
             return
         if time.monotonic() > deadline:

@@ -72,7 +72,7 @@ def main(argv=None):
     parser.add_argument('--allow', action='append', required=True, help='upstream host name')
     parser.add_argument('--tag', help='the fleet prefix, so that its clean-up finds this process')
     args = parser.parse_args(argv)
-    host, _, port = args.listen.rpartition(':')
+    host, _sep, port = args.listen.rpartition(':')
     Handler.allowed = frozenset(args.allow)
     socketserver.TCPServer.allow_reuse_address = True
     server = ThreadingHTTPServer((host, int(port)), Handler)

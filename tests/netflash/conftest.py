@@ -7,6 +7,7 @@ small image with SHA-256 ranges."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -15,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The system tests' module runner (moduletest), shared rather than copied.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'system'))
 
-from netflash_helpers import Image, payload_build  # noqa: E402
+from netflash_helpers import REPO, Image, payload_build  # noqa: E402
 
 
 def pytest_configure(config):
@@ -35,3 +36,13 @@ def cm4_payload():
 @pytest.fixture
 def image(tmp_path):
     return Image(str(tmp_path))
+
+
+@pytest.fixture(scope='session')
+def node_image(tmp_path_factory):
+    """A small Raspberry Pi OS shaped image (tools/mkimage.py) with its .xz and bmap: the path of the raw."""
+    path = str(tmp_path_factory.mktemp('img') / 'node.img')
+    subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'mkimage.py'), '-o', path, '--compress', 'xz',
+                    '--size-mib', '40', '--boot-mib', '16', '--kernel-kib', '256', '--payload-kib', '512',
+                    '--text-kib', '256'], check=True, stdout=subprocess.DEVNULL)
+    return path

@@ -12,6 +12,7 @@ import lzma
 import os
 import random
 import shutil
+import socket
 
 import pytest
 import zstandard
@@ -59,3 +60,10 @@ def blank_disk(path, size=16 << 20, fill=b'\xa5'):
     with open(path, 'wb') as f:
         f.write(fill * size)
     return path
+
+
+def free_port():
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]

@@ -10,11 +10,9 @@ import hashlib
 import os
 import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
-from netflash_helpers import REPO
+from netflash_helpers import free_port
 
 from hatsim import bootlog
 from hatsim.testing import running_hat
@@ -32,14 +30,9 @@ NODES = [1, 2, 3, 4]
 PATTERN = b'\xa5\x5a' * 2048
 
 
-@pytest.fixture(scope='module')
-def image(tmp_path_factory):
-    base = tmp_path_factory.mktemp('img')
-    path = str(base / 'node.img')
-    subprocess.run([sys.executable, os.path.join(REPO, 'tools', 'mkimage.py'), '-o', path, '--compress', 'xz,zst',
-                    '--size-mib', '48', '--boot-mib', '16', '--kernel-kib', '256', '--payload-kib', '512',
-                    '--text-kib', '256'], check=True, stdout=subprocess.DEVNULL)
-    return path
+@pytest.fixture
+def image(node_image):
+    return node_image
 
 
 @pytest.fixture
@@ -54,12 +47,6 @@ def prefill(hat):
         with open(hat.emmc(n), 'r+b') as f:
             size = os.fstat(f.fileno()).st_size
             f.write((PATTERN * (size // len(PATTERN) + 1))[:size])
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def reflash(hat, image, payload_dir, tmp_path, nodes=tuple(NODES), check_mode=False, **net):

@@ -255,5 +255,7 @@ def ansible_module(module_class, **kwargs):
                 msg = '%s must be a dictionary, not %s' % (name, _shown(value))
             if msg:
                 break
-        print('\n%s' % json.dumps({'failed': True, 'msg': msg or 'invalid option value: %s' % str(exc).splitlines()[0]}))
-        sys.exit(1)
+        # There is no module object to call fail_json on: print what it would print.
+        msg = msg or 'invalid option value: %s' % str(exc).splitlines()[0]
+        print('\n%s' % json.dumps({'failed': True, 'msg': msg}))  # pylint: disable=ansible-bad-function
+        sys.exit(1)  # pylint: disable=ansible-bad-function

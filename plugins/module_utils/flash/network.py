@@ -19,7 +19,9 @@ that says whether method usb is the way out.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -85,8 +87,10 @@ class NetworkReflash(Reflash):
             raise ReflashError('method network needs server_address: the controller\'s address on %s' % self.interface)
         if not 0 < self.server_port < 65536:
             raise ReflashError('server_port %d is not a TCP port (1 to 65535)' % self.server_port)
-        if self.net_timeout <= 0:
-            raise ReflashError('network timeout must be positive (got %s)' % self.net_timeout)
+        if not (math.isfinite(self.net_timeout) and self.net_timeout > 0):
+            raise ReflashError('network timeout must be a positive number of seconds (got %s)' % self.net_timeout)
+        if not re.match(r'^[A-Za-z0-9_.:-]{1,15}$', self.interface):
+            raise ReflashError('interface %r is not a network interface name' % (self.interface,))
         try:
             check_bind_address(self.server_address, self.interface, self.addresses_fn(self.interface))
             bmap = parse_bmap(self.bmap)
@@ -151,11 +155,17 @@ class NetworkReflash(Reflash):
                     job.record = None
                 self._usb_boot(self.active())
                 for job in self.active():
+                    if self.stopping():
+                        break
                     self._payload = job.netboot_dir
                     self._run_rpiboot([job])
+                if self.stopping():
+                    self._stop_jobs(self.active())
                 self._await(run, self.active())
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        if self.stopping():
+            self._stop_jobs(self.active())
         if self.firstboot and self.active():
             jobs = self.active()
             self._usb_boot(jobs)
@@ -199,7 +209,7 @@ class NetworkReflash(Reflash):
             return bool(run.strangers) and len(run.reports) + len(run.strangers) >= len(serials)
 
         start = self.clock()
-        run.wait(serials, self.net_timeout, stop=hopeless)
+        run.wait(serials, self.net_timeout, stop=lambda: hopeless() or self.stopping())
         waited = self.clock() - start
         strangers = ', '.join('%s from %s' % (s, c) for c, s in sorted(run.strangers.items()))
         for job in jobs:

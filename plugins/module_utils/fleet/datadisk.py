@@ -104,7 +104,7 @@ def parse_pairs(text):
             continue
         row = {}
         for token in shlex.split(line):
-            key, _, value = token.partition('=')
+            key, _sep, value = token.partition('=')
             row[key] = value
         rows.append(row)
     return rows
