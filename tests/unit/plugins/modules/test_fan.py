@@ -81,7 +81,7 @@ def test_check_mode_writes_nothing(chip, capsys):
     (dict(mode='rpm', target_rpm=20000), 'unreachable'),
     (dict(mode='rpm', target_rpm=100), 'unreachable'),
     (dict(mode='pwm', duty_percent=120), 'duty_percent must be from 0 to 100 %, not 120'),
-        (dict(mode='pwm', duty_percent=float('nan')), 'duty_percent must be a finite number'),
+    (dict(mode='pwm', duty_percent=float('nan')), 'duty_percent must be a finite number'),
     (dict(mode='pwm'), 'duty_percent'),
     (dict(duty_percent=10), 'mode=pwm'),
     (dict(registers={'0xef': 1}), 'software lock'),
