@@ -90,11 +90,7 @@ molecule: venv apt collection
 lint: venv collection
 	$(BIN)/ansible-lint --profile production
 
-# pytest and molecule wait on SSH, simulators and services more than on the CPU, and every test
-# host they make has a name and subnet of its own: they run side by side.
-test: sanity units
-	$(MAKE) -j2 --output-sync=target pytest molecule
-	$(MAKE) lint
+test: sanity units pytest molecule lint
 
 demo: venv apt collection
 	$(BIN)/python tools/demo.py
