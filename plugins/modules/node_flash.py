@@ -503,12 +503,13 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.board import usb a
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, check_nodes
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import check_hat_options, hat_argument_spec, hat_from_module
 from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import atomic_write_json, ensure_dir
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import firstboot as fbmod
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash import pipeline
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.disk import DiskError
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.errors import FlashError
-from ansible_collections.minicluster.cm4.plugins.module_utils.flash.network import NetworkReflash
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.guardian import Guardian
+from ansible_collections.minicluster.cm4.plugins.module_utils.flash.network import NetworkReflash
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.record import FlashRecords, ProgressFile, heartbeat_path
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.reflash import Reflash, ReflashError
 
@@ -778,10 +779,7 @@ def on_death(module, nodes, run, progress_path):
         if data.get('run') == run and not data.get('finished'):
             data.update(finished=True, ok=False, summary='%s; node %s: %s' % (
                 data.get('summary', ''), ', '.join(str(n) for n in touched) or '-', note))
-            tmp = progress_path + '.guardian'
-            with open(tmp, 'w') as f:
-                json.dump(data, f)
-            os.rename(tmp, progress_path)
+            atomic_write_json(progress_path, data)
     except (IOError, OSError, ValueError, AttributeError):
         pass
 
@@ -826,8 +824,7 @@ def main():
                 signal.signal(signum, lambda s, f, name=name: job.request_stop('%s received' % name))
             if job.heartbeat:
                 # The clock starts now: a poller has watchdog seconds to show up.
-                if not os.path.isdir(os.path.dirname(job.heartbeat)):
-                    os.makedirs(os.path.dirname(job.heartbeat), 0o755)
+                ensure_dir(os.path.dirname(job.heartbeat))
                 with open(job.heartbeat, 'a'):
                     os.utime(job.heartbeat, None)
         job.before_touch = before_touch

@@ -240,14 +240,12 @@ backup_file:
   sample: /var/backups/usb2517-eeprom.bin
 '''
 
-import os
-import tempfile
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import eeprom24, usb2517
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import atomic_write
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 
 FIELD_SPEC = dict(
@@ -302,20 +300,6 @@ def desired_image(params):
     return usb2517.encode(fields), fields
 
 
-def save_backup(path, image):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.usb2517-')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(image)
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main():
     argument_spec = dict(
         i2c_bus=dict(type='raw', default='1'),
@@ -362,7 +346,7 @@ def main():
         if pages and not module.check_mode:
             if p['backup']:
                 try:
-                    save_backup(p['backup'], current)
+                    atomic_write(p['backup'], current)
                 except (IOError, OSError) as exc:
                     module.fail_json(msg='cannot save the backup of the USB hub EEPROM to %s: %s; nothing was written'
                                      % (p['backup'], to_native(exc)), **result)

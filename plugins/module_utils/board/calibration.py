@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import atomic_write_json
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DEFAULT_HAT, check_hat_name
 
 VERSION = 1
@@ -89,21 +89,7 @@ def save(state_dir, hat, nodes):
     merged = dict((str(n), e) for n, e in load(state_dir, hat).items())
     for node, entry in nodes.items():
         merged[str(node)] = _check_entry(node, entry, path)
-    if not os.path.isdir(state_dir):
-        os.makedirs(state_dir, 0o755)
-    fd, tmp = tempfile.mkstemp(prefix='.calibration.', dir=state_dir)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump({'version': VERSION, 'hat': hat, 'nodes': merged}, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_json(path, {'version': VERSION, 'hat': hat, 'nodes': merged})
 
 
 def mean(values):

@@ -21,6 +21,7 @@ import os
 import time
 
 from ansible_collections.minicluster.cm4.plugins.module_utils.board import calibration
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import atomic_write_json
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import rp2040
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DEFAULT_HAT, DEFAULT_LOCK_DIR, check_hat_name
 
@@ -75,14 +76,8 @@ class PinMemory(object):
         return self.data['nodes'].setdefault(str(node), {})
 
     def save(self):
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
         self.data['generation'] = self.data.get('generation', 0) + 1
-        tmp = '%s.%d.tmp' % (self.path, os.getpid())
-        with open(tmp, 'w') as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-        os.rename(tmp, self.path)
+        atomic_write_json(self.path, self.data, sync=False)
 
 
 class Hat(object):

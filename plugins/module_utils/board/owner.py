@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import time
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import atomic_write_json, ensure_dir
 
 # Phases of a flash in which the node has not been touched, or has been handed back.
 UNTOUCHED = ('queued', 'up to date', 'done', 'released')
@@ -56,11 +57,7 @@ def read_owner(state_dir, node):
 
 
 def _write_owner(state_dir, node, data):
-    path = owner_path(state_dir, node)
-    tmp = '%s.%d.tmp' % (path, os.getpid())
-    with open(tmp, 'w') as f:
-        json.dump(data, f, sort_keys=True)
-    os.rename(tmp, path)
+    atomic_write_json(owner_path(state_dir, node), data, sync=False)
 
 
 def _try_lock(fd, mode):
@@ -181,9 +178,7 @@ class Claim(object):
 
     def acquire(self):
         """Take the node; NodeBusy when another run has it. Sets found to the owner file a dead run left."""
-        directory = flash_dir(self.state_dir)
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
+        ensure_dir(flash_dir(self.state_dir))
         fd = os.open(lock_path(self.state_dir, self.node), os.O_RDWR | os.O_CREAT, 0o644)
         # A node_power switching the node holds the lock shared for a moment: wait that out.
         deadline = time.monotonic() + self.timeout

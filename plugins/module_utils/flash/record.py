@@ -22,22 +22,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import atomic_write_json
 
 RECORD_KEYS = ('image_digest', 'bmap_digest', 'firstboot_digest')
-
-
-def _atomic_write(path, data, mode=0o644):
-    directory = os.path.dirname(path)
-    if directory and not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    tmp = '%s.%d.tmp' % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, 'w') as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write('\n')
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
 
 
 class FlashRecords(object):
@@ -64,7 +51,7 @@ class FlashRecords(object):
         record = dict(record)
         record.setdefault('node', node)
         record.setdefault('when', time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
-        _atomic_write(self.path(node), record)
+        atomic_write_json(self.path(node), record)
         return record
 
     def _checked_path(self):
@@ -90,7 +77,7 @@ class FlashRecords(object):
         data[key] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
         # The newest few: a controller flashes a handful of images.
         data = dict(sorted(data.items(), key=lambda kv: kv[1])[-keep:])
-        _atomic_write(self._checked_path(), data)
+        atomic_write_json(self._checked_path(), data)
 
     def forget(self, node):
         try:
@@ -204,7 +191,7 @@ class ProgressFile(object):
         self.data['updated'] = now
         self.data['summary'] = self.summary()
         try:
-            _atomic_write(self.path, self.data)
+            atomic_write_json(self.path, self.data)
         except (IOError, OSError):
             # Progress is a convenience: never let it fail a flash.
             pass

@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import ensure_dir
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c
 
 
@@ -67,9 +68,7 @@ class FanOwner(object):
         """Take ownership; raises FanOwned naming the holder when another process has it."""
         if self._fd is not None:
             return
-        directory = os.path.dirname(self.path)
-        if directory and not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
+        ensure_dir(os.path.dirname(self.path))
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 import time
+from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import ensure_dir
 
 DEFAULT_LOCK_DIR = '/run/lock'
 DEFAULT_HAT = 'hat0'
@@ -61,9 +62,7 @@ class DeviceLock(object):
         if self._depth:
             self._depth += 1
             return
-        directory = os.path.dirname(self.path)
-        if directory and not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
+        ensure_dir(os.path.dirname(self.path))
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o660)
         deadline = time.monotonic() + self.timeout
         while True:
