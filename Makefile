@@ -22,7 +22,7 @@ export ANSIBLE_NOCOLOR := $(if $(CI),1,)
 export PYTHONPATH := $(abspath tests):$(COLLECTIONS)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: test-copy all demo demo-fleet test sanity units pytest molecule bench lint build clean apt venv collection payload netflash-qemu
+.PHONY: test-copy all demo demo-fleet test sanity units pytest pytest-system pytest-netflash molecule bench lint build clean apt venv collection payload netflash-qemu telemetry-bench
 
 all: test
 
@@ -72,8 +72,14 @@ sanity: venv $(GET_PIP) test-copy
 units: venv $(GET_PIP) test-copy
 	cd $(TEST_COPY) && $(abspath $(BIN))/ansible-test units --local --python 3.11 --color no
 
-pytest: venv apt collection
-	$(BIN)/pytest -q tests/system
+pytest: pytest-system pytest-netflash
+
+# One file's tests share their fixtures (a test fleet, a simulator): files are spread over workers whole.
+PYTEST_WORKERS ?= 2
+pytest-system: venv apt collection
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests/system
+
+pytest-netflash: venv apt collection
 	$(BIN)/pytest -q -m 'not qemu_many' tests/netflash
 
 # The network flash's payload (.build/payload/cm4-<key>/), rebuilt only when an input changes.
@@ -87,10 +93,16 @@ netflash-qemu: venv apt collection
 molecule: venv apt collection
 	cd extensions && $(abspath $(BIN))/molecule test --all
 
+molecule-%: venv apt collection
+	cd extensions && $(abspath $(BIN))/molecule test -s $*
+
 lint: venv collection
 	$(BIN)/ansible-lint --profile production
 
-test: sanity units pytest molecule lint
+# Every suite, several at a time (tools/testjobs.py); TEST_JOBS=1 runs them one after the other.
+TEST_JOBS ?= 4
+test: venv apt collection $(GET_PIP) test-copy
+	$(BIN)/python tools/testjobs.py --jobs $(TEST_JOBS)
 
 demo: venv apt collection
 	$(BIN)/python tools/demo.py

@@ -1,0 +1,120 @@
+# Copyright: minicluster.cm4 contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`make test`: every test suite, several at a time, each a make target with a log of its own.
+
+Most of the suites wait more than they compute (test nodes booting, a simulated hat's delays, SSH),
+so running them side by side takes far less than one after the other. Suites that share state are
+in one lane and run in order: sanity and units share the ansible-test copy. Test nodes of different
+suites never meet: each suite has its own name prefix and subnet.
+
+Prints a line when a suite starts and ends, the tail of every log, and the whole log of a failure.
+Exits 1 when any suite failed.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOGS = os.path.join(REPO, '.build', 'test-logs')
+
+# Lanes, longest first so the slowest start at once; the targets of a lane run in order.
+LANES = (
+    ('molecule-k3s',),
+    ('molecule-fleet',),
+    ('pytest-system',),
+    ('sanity', 'units'),
+    ('molecule-hat', 'molecule-reflash', 'molecule-default'),
+    ('pytest-netflash', 'lint'),
+)
+TAIL = 4
+
+
+def fmt(seconds):
+    return '%dm%02ds' % divmod(int(round(seconds)), 60)
+
+
+class Runner(object):
+
+    def __init__(self, jobs, make):
+        self.slots = threading.Semaphore(jobs)
+        self.make = make
+        self.lock = threading.Lock()
+        self.results = []
+        self.started = time.monotonic()
+
+    def say(self, text):
+        with self.lock:
+            print('[%s] %s' % (fmt(time.monotonic() - self.started), text), flush=True)
+
+    def run(self, target):
+        log = os.path.join(LOGS, target + '.log')
+        with self.slots:
+            self.say('%s: started (log %s)' % (target, os.path.relpath(log, REPO)))
+            begin = time.monotonic()
+            with open(log, 'wb') as out:
+                rc = subprocess.call([self.make, '--no-print-directory', target], cwd=REPO,
+                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            took = time.monotonic() - begin
+        self.say('%s: %s in %s' % (target, 'passed' if rc == 0 else 'FAILED (exit %d)' % rc, fmt(took)))
+        with self.lock:
+            self.results.append((target, rc, took, log))
+        return rc == 0
+
+    def lane(self, targets):
+        for target in targets:
+            if not self.run(target):
+                for rest in targets[targets.index(target) + 1:]:
+                    self.say('%s: not run, %s failed before it in its lane' % (rest, target))
+                    with self.lock:
+                        self.results.append((rest, None, 0.0, None))
+                return
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--jobs', type=int, default=4, help='suites at once (default 4)')
+    parser.add_argument('--only', default='', help='comma-separated targets to run (default: all)')
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error('--jobs must be 1 or more')
+    everything = [t for lane in LANES for t in lane]
+    only = [t for t in args.only.split(',') if t]
+    unknown = sorted(set(only) - set(everything))
+    if unknown:
+        parser.error('unknown target(s) %s; known: %s' % (', '.join(unknown), ', '.join(everything)))
+    lanes = [tuple(t for t in lane if not only or t in only) for lane in LANES]
+    lanes = [lane for lane in lanes if lane]
+
+    os.makedirs(LOGS, exist_ok=True)
+    runner = Runner(args.jobs, os.environ.get('MAKE', 'make'))
+    threads = [threading.Thread(target=runner.lane, args=(lane,)) for lane in lanes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    failed = [r for r in runner.results if r[1] != 0]
+    for target, rc, took, log in runner.results:
+        if rc == 0:
+            with open(log, 'rb') as f:
+                lines = f.read().decode('utf-8', 'replace').rstrip().splitlines()[-TAIL:]
+            print('\n==== %s: passed in %s; last lines of %s' % (target, fmt(took), os.path.relpath(log, REPO)))
+            print('\n'.join(lines))
+    for target, rc, took, log in failed:
+        if rc is None:
+            continue
+        print('\n==== %s: FAILED (exit %d) in %s; its log %s follows' % (target, rc, fmt(took), os.path.relpath(log, REPO)))
+        with open(log, 'rb') as f:
+            sys.stdout.write(f.read().decode('utf-8', 'replace'))
+    print('\n%d suites in %s: %s' % (
+        len(runner.results), fmt(time.monotonic() - runner.started),
+        'all passed' if not failed else 'FAILED: ' + ', '.join(r[0] for r in failed)))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
