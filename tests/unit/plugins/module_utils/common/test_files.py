@@ -26,7 +26,7 @@ def test_processes_creating_the_lock_directory_at_once_all_get_the_lock(tmp_path
     for round_ in range(5):
         path = str(tmp_path / str(round_) / 'a' / 'b' / 'hat0.lock')
         barrier = ctx.Barrier(6)
-        procs = [ctx.Process(target=_take_lock, args=(path, barrier)) for _ in range(6)]
+        procs = [ctx.Process(target=_take_lock, args=(path, barrier)) for dummy in range(6)]
         for p in procs:
             p.start()
         for p in procs:
