@@ -77,7 +77,7 @@ pytest: pytest-system pytest-netflash
 # One file's tests share their fixtures (a test fleet, a simulator): files are spread over workers whole.
 PYTEST_WORKERS ?= 2
 pytest-system: venv apt collection
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests/system
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25 tests/system
 
 pytest-netflash: venv apt collection
 	$(BIN)/pytest -q -m 'not qemu_many' tests/netflash

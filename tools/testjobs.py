@@ -44,6 +44,7 @@ class Runner(object):
         self.make = make
         self.lock = threading.Lock()
         self.results = []
+        self.cpu = 0.0
         self.started = time.monotonic()
 
     def say(self, text):
@@ -56,12 +57,17 @@ class Runner(object):
             self.say('%s: started (log %s)' % (target, os.path.relpath(log, REPO)))
             begin = time.monotonic()
             with open(log, 'wb') as out:
-                rc = subprocess.call([self.make, '--no-print-directory', target], cwd=REPO,
-                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                proc = subprocess.Popen([self.make, '--no-print-directory', target], cwd=REPO,
+                                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                # wait4: the CPU time of the suite and every process it waited for.
+                status, usage = os.wait4(proc.pid, 0)[1:]
+                proc.returncode = rc = os.waitstatus_to_exitcode(status)
             took = time.monotonic() - begin
-        self.say('%s: %s in %s' % (target, 'passed' if rc == 0 else 'FAILED (exit %d)' % rc, fmt(took)))
+        cpu = usage.ru_utime + usage.ru_stime
+        self.say('%s: %s in %s (CPU %s)' % (target, 'passed' if rc == 0 else 'FAILED (exit %d)' % rc, fmt(took), fmt(cpu)))
         with self.lock:
             self.results.append((target, rc, took, log))
+            self.cpu += cpu
         return rc == 0
 
     def lane(self, targets):
@@ -103,8 +109,8 @@ def main():
         print('\n==== %s: FAILED (exit %d) in %s; its log %s follows' % (target, rc, fmt(took), os.path.relpath(log, REPO)))
         with open(log, 'rb') as f:
             sys.stdout.write(f.read().decode('utf-8', 'replace'))
-    print('\n%d suites in %s: %s' % (
-        len(runner.results), fmt(time.monotonic() - runner.started),
+    print('\n%d suites in %s (CPU %s): %s' % (
+        len(runner.results), fmt(time.monotonic() - runner.started), fmt(runner.cpu),
         'all passed' if not failed else 'FAILED: ' + ', '.join(r[0] for r in failed)))
     return 1 if failed else 0
 

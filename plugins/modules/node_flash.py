@@ -771,8 +771,7 @@ def on_death(module, nodes, run, progress_path):
                 touched, 'off', boot_mode='normal', stagger=module.params['stagger'])
     except Exception as exc:  # pylint: disable=broad-except
         note = 'the flash (pid %d) died and switching its nodes off failed: %s' % (os.getpid(), exc)
-    for n in touched:
-        ownermod.mark_released(state_dir, n, run, note)
+    # The run is marked finished before its nodes are freed: whoever sees a node free sees the run ended.
     try:
         with open(progress_path) as f:
             data = json.load(f)
@@ -782,6 +781,8 @@ def on_death(module, nodes, run, progress_path):
             atomic_write_json(progress_path, data)
     except (IOError, OSError, ValueError, AttributeError):
         pass
+    for n in touched:
+        ownermod.mark_released(state_dir, n, run, note)
 
 
 def main():
