@@ -142,6 +142,7 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.board import calib
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import HatError, channel_of, check_nodes
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
 from ansible_collections.minicluster.cm4.plugins.module_utils.chips import ina226
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import i2c, rp2040
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import LockTimeout
 
@@ -229,7 +230,7 @@ def main():
         ina226_address=dict(type='int', default=0x40),
         ina226_shunt_ohm=dict(type='float', default=0.1),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = validate.ansible_module(AnsibleModule, argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     try:
         if not p['nodes']:

@@ -135,6 +135,8 @@ uuid:
 import json
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.fleet import datadisk
 
 
@@ -176,7 +178,8 @@ def health(module, path):
 
 
 def main():
-    module = AnsibleModule(
+    module = validate.ansible_module(
+        AnsibleModule,
         argument_spec=dict(
             device=dict(type='path'),
             partition_name=dict(type='str', default='minicluster-data'),

@@ -150,6 +150,7 @@ from ansible_collections.minicluster.cm4.plugins.module_utils.board import boots
 from ansible_collections.minicluster.cm4.plugins.module_utils.board import usb
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.hat import NODES, HatError
 from ansible_collections.minicluster.cm4.plugins.module_utils.board.options import hat_argument_spec, hat_from_module
+from ansible_collections.minicluster.cm4.plugins.module_utils.common import validate
 from ansible_collections.minicluster.cm4.plugins.module_utils.flash.disk import DiskError
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports import gpio
 from ansible_collections.minicluster.cm4.plugins.module_utils.transports.lock import DeviceLock, LockTimeout, hat_lock_path
@@ -248,8 +249,8 @@ def main():
         drive_timeout=dict(type='float', default=20.0),
         console_timeout=dict(type='float', default=30.0),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[('install', 'missing', ('uf2',)), ('install', 'always', ('uf2',))])
+    module = validate.ansible_module(AnsibleModule, argument_spec=argument_spec, supports_check_mode=True,
+                                     required_if=[('install', 'missing', ('uf2',)), ('install', 'always', ('uf2',))])
     p = module.params
     result = dict(changed=False, installed=False, answers=False, console=None, nodes_on=[])
     image = data = None

@@ -229,16 +229,34 @@ def file_target(name, path):
     return path
 
 
-def ansible_module(module_class, **kwargs):
-    """module_class(**kwargs) (AnsibleModule), except that what its type conversion lets escape fails in one line.
+def one_line(text):
+    """text with its control characters shown as escapes (a newline as \\n): a message stays one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
-    ansible-core lets the OverflowError of int(float('inf')) escape as a traceback, and the
-    TypeError of a suboption dict given as a boolean or a number.
+
+def ansible_module(module_class, **kwargs):
+    """module_class(**kwargs) (AnsibleModule), whose refusals of the options are one line each.
+
+    AnsibleModule quotes a refused value as given, newlines and all; and ansible-core lets the
+    OverflowError of int(float('inf')) escape as a traceback, and the TypeError of a suboption dict
+    given as a boolean or a number.
     """
     from ansible.module_utils import basic
 
+    class OneLineModule(module_class):
+        _checking_options = True
+
+        def __init__(self, **options):
+            super(OneLineModule, self).__init__(**options)
+            self._checking_options = False
+
+        def fail_json(self, msg, **rest):  # pylint: disable=arguments-differ
+            if self._checking_options:
+                msg = one_line(str(msg))
+            return super(OneLineModule, self).fail_json(msg=msg, **rest)
+
     try:
-        return module_class(**kwargs)
+        return OneLineModule(**kwargs)
     except (OverflowError, TypeError) as exc:
         try:
             given = basic._load_params()  # pylint: disable=protected-access
@@ -256,6 +274,6 @@ def ansible_module(module_class, **kwargs):
             if msg:
                 break
         # There is no module object to call fail_json on: print what it would print.
-        msg = msg or 'invalid option value: %s' % str(exc).splitlines()[0]
+        msg = msg or 'invalid option value: %s' % one_line(str(exc))
         print('\n%s' % json.dumps({'failed': True, 'msg': msg}))  # pylint: disable=ansible-bad-function
         sys.exit(1)  # pylint: disable=ansible-bad-function
