@@ -75,7 +75,7 @@ units: venv $(GET_PIP) test-copy
 pytest: pytest-system pytest-netflash
 
 # One file's tests share their fixtures (a test fleet, a simulator): files are spread over workers whole.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 pytest-system: venv apt collection
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25 tests/system
 
@@ -101,7 +101,10 @@ lint: venv collection
 
 # Every suite, several at a time (tools/testjobs.py); TEST_JOBS=1 runs them one after the other.
 TEST_JOBS ?= 4
-test: venv apt collection $(GET_PIP) test-copy
+test:
+	@# The virtual environment and the Debian packages download side by side.
+	$(MAKE) --no-print-directory -j2 venv apt
+	$(MAKE) --no-print-directory collection $(GET_PIP) test-copy
 	$(BIN)/python tools/testjobs.py --jobs $(TEST_JOBS)
 
 demo: venv apt collection

@@ -106,7 +106,7 @@ def disk_digest(state, name):
     return hashlib.sha256(Path(node['disk']).read_bytes()).hexdigest()
 
 
-def test_check_mode_predicts_the_real_run_and_the_second_run_changes_nothing(fleet):
+def test_check_mode_predicts_the_real_run(fleet):
     rc, predicted = play(fleet, check=True)
     assert rc == 0, failures(predicted)
     rc, real = play(fleet)
@@ -115,11 +115,8 @@ def test_check_mode_predicts_the_real_run_and_the_second_run_changes_nothing(fle
         assert changed_tasks(predicted)[host] == changed_tasks(real)[host], host
     assert 'minicluster.cm4.nvme : Make the GPT data partition' in changed_tasks(real)['node1']
     assert 'minicluster.cm4.nfs_client : Mount the shares' in changed_tasks(real)['node2']
-    started = ssh(fleet, 'node1', 'systemctl show -p InvocationID --value nfs-ganesha').stdout
-    rc, again = play(fleet)
-    assert rc == 0, failures(again)
-    assert {h: s['changed'] for h, s in again['stats'].items()} == {'node1': 0, 'node2': 0}
-    assert ssh(fleet, 'node1', 'systemctl show -p InvocationID --value nfs-ganesha').stdout == started
+    # A second run changing nothing and restarting nothing is the fleet scenario's idempotence and
+    # verify; the lost-node test below reruns site.yml on these nodes as well.
 
 
 def test_a_disk_with_someone_elses_filesystem_is_left_intact(fleet):
@@ -226,3 +223,5 @@ def test_a_node_lost_mid_play_leaves_the_others_done_and_a_rerun_finishes(fleet)
     rc, out = play(fleet)
     assert rc == 0, failures(out)
     assert out['stats']['node2']['unreachable'] == 0
+    # node1 finished in the interrupted run: the rerun has nothing left to do there
+    assert out['stats']['node1']['changed'] == 0, changed_tasks(out).get('node1')
