@@ -422,16 +422,20 @@ def test_status_page_renders_in_headless_chromium(stack, tmp_path):
     html = get(stack.url + '/')
     assert not re.search(r'(src|href)=|https?://|@import', html), 'the page must not load anything from elsewhere'
     requests_before = metric(stack.metrics(), 'minicluster_exporter_http_requests_total', path='/api/status') or 0
+    # The simulated nodes warm and cool as the fan follows its curve: the page shows a reading taken
+    # somewhere between these two states.
+    state_before = stack.alpha.state()
     dom = chromium_dom(stack.url + '/', str(tmp_path / 'chromium'), 8000)
+    state_after = stack.alpha.state()
     updates = int(re.search(r'<body data-updates="(\d+)"', dom).group(1))
     assert updates >= 2, dom[:2000]   # it refreshed by itself, more than once
     requests_after = metric(stack.metrics(), 'minicluster_exporter_http_requests_total', path='/api/status')
     assert requests_after >= requests_before + updates
-    state = stack.alpha.state()
     for node in (1, 2, 3, 4):
         shown = text_of(dom, 'hat-alpha-node%d-temp' % node)
         assert shown and shown.endswith('\u00b0C'), (node, shown)
-        assert float(shown.split()[0]) == pytest.approx(state['nodes'][str(node)]['temperature_c'], abs=1.0)
+        span = [s['nodes'][str(node)]['temperature_c'] for s in (state_before, state_after)]
+        assert min(span) - 1.0 <= float(shown.split()[0]) <= max(span) + 1.0, (node, shown, span)
         assert text_of(dom, 'hat-alpha-node%d-power' % node) == 'off'
     assert re.match(r'\d+ RPM, drive \d+ %, rpm mode', text_of(dom, 'hat-alpha-fan'))
     assert re.match(r'[\d.]+ W at 1[12]\.\d\d V', text_of(dom, 'hat-alpha-input'))
