@@ -75,7 +75,7 @@ units: venv $(GET_PIP) test-copy
 pytest: pytest-system pytest-netflash
 
 # One file's tests share their fixtures (a test fleet, a simulator): files are spread over workers whole.
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 pytest-system: venv apt collection
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=25 tests/system
 

@@ -21,18 +21,17 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOGS = os.path.join(REPO, '.build', 'test-logs')
 
-# Lanes, longest first so the slowest start at once; the targets of a lane run in order. The long
-# lanes decide when the run ends: the others run at a lower priority and fill the gaps they leave.
+# Lanes, longest first so the slowest start at once; the targets of a lane run in order, at the
+# lane's niceness. The k3s scenario is the longest and decides when the run ends: it goes first; the
+# short suites fill the gaps the long ones leave.
 LANES = (
-    ('molecule-k3s',),
-    ('molecule-fleet',),
-    ('pytest-system',),
-    ('sanity', 'units'),
-    ('molecule-hat', 'molecule-reflash', 'molecule-default'),
-    ('pytest-netflash', 'lint'),
+    (0, ('molecule-k3s',)),
+    (2, ('molecule-fleet',)),
+    (2, ('pytest-system',)),
+    (10, ('sanity', 'units')),
+    (10, ('molecule-hat', 'molecule-reflash', 'molecule-default')),
+    (10, ('pytest-netflash', 'lint')),
 )
-LONG = 3
-NICE = 10
 TAIL = 4
 
 
@@ -85,12 +84,12 @@ def main():
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error('--jobs must be 1 or more')
-    everything = [t for lane in LANES for t in lane]
+    everything = [t for dummy, lane in LANES for t in lane]
     only = [t for t in args.only.split(',') if t]
     unknown = sorted(set(only) - set(everything))
     if unknown:
         parser.error('unknown target(s) %s; known: %s' % (', '.join(unknown), ', '.join(everything)))
-    lanes = [(tuple(t for t in lane if not only or t in only), 0 if i < LONG else NICE) for i, lane in enumerate(LANES)]
+    lanes = [(tuple(t for t in lane if not only or t in only), nice) for nice, lane in LANES]
     lanes = [(lane, nice) for lane, nice in lanes if lane]
 
     os.makedirs(LOGS, exist_ok=True)
