@@ -576,7 +576,8 @@ def validate_params(p):
     for key in fb.get('ssh_authorized_keys') or []:
         validate.text('firstboot.ssh_authorized_keys entry', key)
     if p['method'] == 'network':
-        validate_network(p['network'])
+        # Normalized once, here: job_class() builds the network flash from these.
+        p['network'] = validate_network(p['network'])
     return nodes, usb_paths, consoles
 
 
@@ -594,11 +595,10 @@ NETWORK_SPEC = dict(
 
 
 def job_class(p):
-    """Reflash for method usb; NetworkReflash, with its options, for method network."""
+    """Reflash for method usb; NetworkReflash, with its options (checked by validate_params), for method network."""
     if p['method'] != 'network':
         return Reflash
-    net = validate_network(p['network'])
-    return lambda *args, **kwargs: NetworkReflash(*args[:2], network=net, **kwargs)
+    return lambda *args, **kwargs: NetworkReflash(*args[:2], network=p['network'], **kwargs)
 
 
 def validate_network(value):

@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import time
+
 from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import atomic_write_json, ensure_dir
 
 # Phases of a flash in which the node has not been touched, or has been handed back.

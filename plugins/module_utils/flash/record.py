@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+
 from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import atomic_write_json
 
 RECORD_KEYS = ('image_digest', 'bmap_digest', 'firstboot_digest')

@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 import time
+
 from ansible_collections.minicluster.cm4.plugins.module_utils.common.files import ensure_dir
 
 DEFAULT_LOCK_DIR = '/run/lock'
